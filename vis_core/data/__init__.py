@@ -1,0 +1,1 @@
+"""Datasets: YouTube-VIS / OVIS annotation files and their frames."""
