@@ -1,0 +1,1 @@
+"""The model: frame detector (ResNet, pixel decoder, masked-attention decoder) and VITA."""

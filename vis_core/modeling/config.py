@@ -1,0 +1,114 @@
+"""Model configuration: frozen dataclasses, one per module, built by preset functions.
+
+Every module is built from explicit sizes, so a tiny instance (hidden 64, 4 heads, 8
+frame queries, window 3) is as valid as the official R-50 one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """A ResNet: stem, then stages res2..res5 at strides 4, 8, 16, 32.
+
+    `block="bottleneck"` with `stage_blocks=(3, 4, 6, 3)` and `stem_channels=64` is
+    R-50 (bottleneck width = out channels / 4, stride in the 3x3 conv). Batch norm is
+    frozen (`FrozenBatchNorm2d`), as in detectron2 checkpoints.
+    """
+
+    block: str = "bottleneck"  # "bottleneck" or "basic"
+    stage_blocks: tuple[int, int, int, int] = (3, 4, 6, 3)
+    stem_channels: int = 64
+    out_channels: tuple[int, int, int, int] = (256, 512, 1024, 2048)
+    bottleneck_ratio: int = 4
+
+
+@dataclass(frozen=True)
+class PixelDecoderConfig:
+    """Multi-scale deformable-attention pixel decoder (Mask2Former's MSDeformAttn)."""
+
+    conv_dim: int = 256
+    mask_dim: int = 256
+    heads: int = 8
+    ffn_dim: int = 1024
+    encoder_layers: int = 6
+    points: int = 4
+    group_norm_groups: int = 32
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class FrameDecoderConfig:
+    """Mask2Former's masked-attention transformer decoder, run on each frame."""
+
+    hidden_dim: int = 256
+    heads: int = 8
+    ffn_dim: int = 2048
+    layers: int = 9  # the official DEC_LAYERS 10 means 9 layers, 10 predictions
+    num_queries: int = 100
+    pre_norm: bool = False
+    enforce_input_project: bool = False
+    # Frame queries of the last `vita_last_layers` layers feed VITA in training (1 in eval).
+    vita_last_layers: int = 3
+
+
+@dataclass(frozen=True)
+class VitaConfig:
+    """VITA: object tokens from frame queries, windowed temporal encoder, object decoder."""
+
+    hidden_dim: int = 256
+    heads: int = 8
+    ffn_dim: int = 2048
+    encoder_layers: int = 6
+    decoder_layers: int = 3
+    window_size: int = 6  # 0 means full attention over all frames
+    num_queries: int = 100  # video queries
+    pre_norm: bool = False
+    enforce_input_project: bool = True
+    sim_use_clip: bool = True
+    aux_loss: bool = True
+    # Keep this share of each frame's queries, ranked by foreground probability (1 = all).
+    token_keep_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Frame preprocessing, on the 0-255 RGB scale."""
+
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    min_size_test: int = 360
+    max_size_test: int = 1333
+    size_divisibility: int = 32
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Video inference: top-k (query, class) pairs and chunk sizes."""
+
+    top_k: int = 10
+    detector_chunk_frames: int = 18
+    mask_chunk_frames: int = 5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole model: frame detector and VITA."""
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...] = ()
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    frame_decoder: FrameDecoderConfig = field(default_factory=FrameDecoderConfig)
+    vita: VitaConfig = field(default_factory=VitaConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def __post_init__(self) -> None:
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if self.vita.num_queries * self.num_classes < self.inference.top_k:
+            raise ValueError("top_k exceeds the number of (video query, class) pairs")

@@ -1,0 +1,76 @@
+"""Model presets: functions returning frozen `ModelConfig`s. `PRESETS` maps names to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from vis_core.modeling.config import (
+    BackboneConfig,
+    FrameDecoderConfig,
+    InferenceConfig,
+    InputConfig,
+    ModelConfig,
+    PixelDecoderConfig,
+    VitaConfig,
+)
+
+YTVIS19_CLASS_COUNT = 40
+
+
+def vita_r50_ytvis19() -> ModelConfig:
+    """The official VITA R-50 architecture and hyper-parameters for YouTube-VIS 2019."""
+    return ModelConfig(
+        name="vita_r50_ytvis19",
+        num_classes=YTVIS19_CLASS_COUNT,
+        backbone=BackboneConfig(),
+        pixel_decoder=PixelDecoderConfig(),
+        frame_decoder=FrameDecoderConfig(),
+        vita=VitaConfig(),
+        input=InputConfig(),
+        inference=InferenceConfig(top_k=10),
+    )
+
+
+def vita_small_synth(num_classes: int = 8, class_names: tuple[str, ...] = ()) -> ModelConfig:
+    """A small model for CPU training and tests on the synthetic benchmark."""
+    return ModelConfig(
+        name="vita_small_synth",
+        num_classes=num_classes,
+        class_names=class_names,
+        backbone=BackboneConfig(
+            block="basic",
+            stage_blocks=(1, 1, 1, 1),
+            stem_channels=32,
+            out_channels=(32, 64, 96, 128),
+        ),
+        pixel_decoder=PixelDecoderConfig(
+            conv_dim=64, mask_dim=64, heads=4, ffn_dim=256, encoder_layers=2, group_norm_groups=16
+        ),
+        frame_decoder=FrameDecoderConfig(
+            hidden_dim=64, heads=4, ffn_dim=256, layers=6, num_queries=16, vita_last_layers=3
+        ),
+        vita=VitaConfig(
+            hidden_dim=64,
+            heads=4,
+            ffn_dim=256,
+            encoder_layers=3,
+            decoder_layers=3,
+            window_size=6,
+            num_queries=16,
+        ),
+        input=InputConfig(min_size_test=288),
+        inference=InferenceConfig(top_k=10, detector_chunk_frames=16, mask_chunk_frames=8),
+    )
+
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    "vita_r50_ytvis19": vita_r50_ytvis19,
+    "vita_small_synth": vita_small_synth,
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
