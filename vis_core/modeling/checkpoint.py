@@ -96,20 +96,23 @@ def official_to_project(
 ) -> tuple[dict[str, Tensor], tuple[str, ...]]:
     """Map official keys to the project's: the whole model, or one `part` (see `PARTS`).
 
-    For a part, keys come out relative to that module. Returns the mapped state dict and
-    the official keys that have no place in it (ignored loss buffers excluded).
+    For a part, keys come out relative to that module and the other parts' keys are left
+    out, so a whole checkpoint loads into one module. Returns the mapped state dict and
+    the official keys that belong to no known module (loss buffers excluded).
     """
-    prefixes = PREFIXES if part is None else (PREFIXES[_part_index(part)],)
+    wanted = None if part is None else PREFIXES[_part_index(part)]
     mapped: dict[str, Tensor] = {}
     unplaced: list[str] = []
     for key, value in official.items():
         if key in IGNORED_KEYS:
             continue
-        target = _map_key(key, prefixes, relative=part is not None)
-        if target is None:
+        prefixes = _prefixes_of(key)
+        if prefixes is None:
             unplaced.append(key)
-        else:
-            mapped[target] = value
+        elif wanted is None:
+            mapped[prefixes[1] + _rename_legacy(key[len(prefixes[0]) :])] = value
+        elif prefixes == wanted:
+            mapped[_rename_legacy(key[len(prefixes[0]) :])] = value
     return mapped, tuple(unplaced)
 
 
@@ -151,15 +154,18 @@ def load_official(
     return LoadReport(missing=missing, unexpected=unexpected)
 
 
-def _map_key(key: str, prefixes: tuple[tuple[str, str], ...], relative: bool) -> str | None:
-    for official_prefix, project_prefix in prefixes:
+def _prefixes_of(key: str) -> tuple[str, str] | None:
+    for official_prefix, project_prefix in PREFIXES:
         if key.startswith(official_prefix):
-            rest = key[len(official_prefix) :]
-            for old, new in LEGACY_RENAMES:
-                if rest.startswith(old):
-                    rest = new + rest[len(old) :]
-            return rest if relative else project_prefix + rest
+            return official_prefix, project_prefix
     return None
+
+
+def _rename_legacy(relative_key: str) -> str:
+    for old, new in LEGACY_RENAMES:
+        if relative_key.startswith(old):
+            return new + relative_key[len(old) :]
+    return relative_key
 
 
 def _part_index(part: str) -> int:

@@ -6,7 +6,10 @@ frame queries, window 3) is as valid as the official R-50 one.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,30 @@ class ModelConfig:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if self.vita.num_queries * self.num_classes < self.inference.top_k:
             raise ValueError("top_k exceeds the number of (video query, class) pairs")
+
+
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    """A JSON-ready dict of the whole config (for model files and MLflow params)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
+    """Inverse of `config_to_dict`; unknown keys raise, missing ones take their defaults."""
+    return _build(ModelConfig, data)
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)

@@ -31,12 +31,14 @@ def vita_r50_ytvis19() -> ModelConfig:
     )
 
 
-def vita_small_synth(num_classes: int = 8, class_names: tuple[str, ...] = ()) -> ModelConfig:
-    """A small model for CPU training and tests on the synthetic benchmark."""
+def vita_small_synth() -> ModelConfig:
+    """A small model for CPU training and tests on the synthetic benchmark (320x240)."""
+    from vis_core.synth.shapes import CATEGORIES
+
     return ModelConfig(
         name="vita_small_synth",
-        num_classes=num_classes,
-        class_names=class_names,
+        num_classes=len(CATEGORIES),
+        class_names=tuple(category.name for category in CATEGORIES),
         backbone=BackboneConfig(
             block="basic",
             stage_blocks=(1, 1, 1, 1),
@@ -58,7 +60,7 @@ def vita_small_synth(num_classes: int = 8, class_names: tuple[str, ...] = ()) ->
             window_size=6,
             num_queries=16,
         ),
-        input=InputConfig(min_size_test=288),
+        input=InputConfig(min_size_test=240),
         inference=InferenceConfig(top_k=10, detector_chunk_frames=16, mask_chunk_frames=8),
     )
 

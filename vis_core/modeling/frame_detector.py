@@ -1,0 +1,82 @@
+"""The per-frame detector: ResNet backbone, pixel decoder, masked-attention frame decoder.
+
+Dimension letters: N frames, Q frame queries, C channels, K classes, L frame-decoder
+layers whose queries are kept, H x W the padded input, h x w = H/4 x W/4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from vis_core.modeling.backbone import ResNet
+from vis_core.modeling.config import ModelConfig
+from vis_core.modeling.frame_decoder import FrameDecoder, FramePrediction
+from vis_core.modeling.pixel_decoder import MSDeformAttnPixelDecoder
+
+
+@dataclass(frozen=True)
+class FrameDetections:
+    """What the detector gives for a batch of frames.
+
+    pred_logits `[N, Q, K+1]` and pred_masks `[N, Q, h, w]`: the last layer's prediction.
+    aux_outputs: the earlier predictions (the first from the learnable queries).
+    frame_queries `[L, N, Q, C]`: the decoder-normed query states VITA consumes (the last
+    `vita_last_layers` layers in training, the last one in eval).
+    clip_mask_features `[N, C, h, w]`: the stride-4 pixel-decoder map VITA's masks use.
+    """
+
+    pred_logits: Tensor
+    pred_masks: Tensor
+    aux_outputs: tuple[FramePrediction, ...]
+    frame_queries: Tensor
+    clip_mask_features: Tensor
+
+
+class FrameDetector(nn.Module):
+    """Mask2Former on single frames; submodule names follow the checkpoint converter."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.size_divisibility = config.input.size_divisibility
+        self.backbone = ResNet(config.backbone)
+        self.pixel_decoder = MSDeformAttnPixelDecoder(
+            config.pixel_decoder, self.backbone.out_channels
+        )
+        self.frame_decoder = FrameDecoder(
+            config.frame_decoder,
+            num_classes=config.num_classes,
+            in_channels=config.pixel_decoder.conv_dim,
+            mask_dim=config.pixel_decoder.mask_dim,
+        )
+        # Not in checkpoints (official: non-persistent buffers).
+        mean = torch.tensor(config.input.pixel_mean).view(1, 3, 1, 1)
+        std = torch.tensor(config.input.pixel_std).view(1, 3, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    def preprocess(self, frames: Tensor) -> Tensor:
+        """RGB frames `[N, H, W, 3]` uint8 -> normalised `[N, 3, H', W']` float, zero-padded
+        at the bottom and right to a multiple of `size_divisibility`."""
+        images = frames.permute(0, 3, 1, 2).to(self.pixel_mean.dtype)
+        images = (images - self.pixel_mean) / self.pixel_std
+        height, width = images.shape[-2:]
+        pad_h = -height % self.size_divisibility
+        pad_w = -width % self.size_divisibility
+        return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+
+    def forward(self, images: Tensor) -> FrameDetections:
+        """images: normalised, padded `[N, 3, H, W]` (see `preprocess`)."""
+        features = self.backbone(images)
+        pixels = self.pixel_decoder(features)
+        decoded = self.frame_decoder(pixels.multi_scale_features, pixels.mask_features)
+        return FrameDetections(
+            pred_logits=decoded.pred_logits,
+            pred_masks=decoded.pred_masks,
+            aux_outputs=decoded.aux_outputs,
+            frame_queries=decoded.frame_queries,
+            clip_mask_features=pixels.clip_mask_features,
+        )

@@ -1,0 +1,67 @@
+"""The whole model of a preset: the frame detector and VITA over its frame queries.
+
+Dimension letters: B clips, T frames per clip, Q frame queries, cQ video queries,
+C channels, K classes, L frame-decoder layers fed to VITA, h x w = H/4 x W/4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from vis_core.modeling.config import ModelConfig
+from vis_core.modeling.frame_detector import FrameDetections, FrameDetector
+from vis_core.modeling.vita import Vita, VitaOutput, frame_foreground_probability
+
+
+@dataclass(frozen=True)
+class ClipPrediction:
+    """Model output for B clips of T frames.
+
+    frames: the detector's per-frame output (N = B*T frames, clip-major).
+    video: VITA's output over each clip's frame queries.
+    mask_features `[B, T, C, h, w]`: VITA's projected mask features, for the mask logits
+    (`Vita.clip_mask_logits(video.pred_mask_embed, mask_features)` -> `[L, B, cQ, T, h, w]`).
+    """
+
+    frames: FrameDetections
+    video: VitaOutput
+    mask_features: Tensor
+
+
+class VitaModel(nn.Module):
+    """`detector` (backbone, pixel decoder, frame decoder) and `vita`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.detector = FrameDetector(config)
+        self.vita = Vita(
+            config.vita,
+            num_classes=config.num_classes,
+            num_frame_queries=config.frame_decoder.num_queries,
+            frame_query_dim=config.frame_decoder.hidden_dim,
+            mask_in_channels=config.pixel_decoder.conv_dim,
+            mask_dim=config.pixel_decoder.mask_dim,
+        )
+
+    def forward(self, images: Tensor) -> ClipPrediction:
+        """images: normalised, padded clips `[B, T, 3, H, W]`."""
+        batch, frames = images.shape[:2]
+        detections = self.detector(images.flatten(0, 1))
+        layers = detections.frame_queries.shape[0]
+        # [L, B*T, Q, C] -> [L, B, T, Q, C]
+        frame_queries = detections.frame_queries.unflatten(1, (batch, frames))
+        foreground = None
+        if self.config.vita.token_keep_ratio < 1.0:
+            # Every fed layer is pruned by the final frame prediction's foreground scores.
+            probability = frame_foreground_probability(detections.pred_logits)
+            foreground = probability.unflatten(0, (batch, frames)).expand(layers, -1, -1, -1)
+        video = self.vita(frame_queries, frame_fg_prob=foreground)
+        mask_features = self.vita.project_mask_features(detections.clip_mask_features)
+        return ClipPrediction(
+            frames=detections,
+            video=video,
+            mask_features=mask_features.unflatten(0, (batch, frames)),
+        )
