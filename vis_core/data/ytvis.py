@@ -5,8 +5,9 @@ The format (YouTube-VIS 2019/2021, OVIS): `videos` with `file_names` (one
 segmentation per frame (polygon list, uncompressed or compressed RLE, or null), `areas`,
 `bboxes`, `iscrowd`, `category_id`; `categories`. Test-split files have no annotations.
 
-The project's synthetic benchmark also gives each video a `video_path`, the mp4 holding
-its frames, relative to the annotation file's folder.
+Frames come from an mp4 per video or from the public datasets' JPEG folders (see
+`vis_core.data.frames`). The project's synthetic benchmark gives each video a
+`video_path`, the mp4 holding its frames, relative to the annotation file's folder.
 
 Segmentations are kept as they are in the file and converted to masks on demand, so
 loading the 3,000-video YouTube-VIS train file takes seconds, not minutes.
