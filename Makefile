@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: setup test test-all bench lint format clean
+.PHONY: setup demo test test-all bench lint format clean
 
 setup: $(STAMP)
 
@@ -43,3 +43,6 @@ format: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+demo: setup
+	$(BIN)/vis demo

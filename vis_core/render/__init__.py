@@ -1,0 +1,1 @@
+"""Pictures of masks over frames: overlays, contact sheets, PNG files."""
