@@ -9,7 +9,12 @@ import sys
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func`.
 # Heavy imports live inside the subcommands, so `vis --help` stays fast.
-SUBCOMMAND_MODULES = ("jobs.synth", "jobs.eval")
+SUBCOMMAND_MODULES = (
+    "jobs.synth",
+    "jobs.eval",
+    "jobs.convert_checkpoint",
+    "jobs.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from vis_core.rle_runs import RUN_LIMIT, decode_counts
+
 RLE = dict[str, Any]
 
 
@@ -56,9 +58,8 @@ def decode_one(rle: RLE) -> np.ndarray:
 
 def area(rles: Sequence[RLE]) -> np.ndarray:
     """Foreground pixel counts `[N]` of compressed RLE dicts, without decoding."""
-    if not rles:
-        return np.zeros(0, dtype=np.int64)
-    return mask_utils.area(list(map(_for_c, rles))).astype(np.int64)
+    # pycocotools' `area` overflows on lists of 256 or more RLEs (2.0.11, numpy 2).
+    return decode_counts([to_bytes(rle) for rle in rles]).areas
 
 
 def bbox(rles: Sequence[RLE]) -> np.ndarray:
@@ -131,40 +132,23 @@ def to_compressed(segmentation: Any, height: int, width: int) -> RLE:
 
 def _check_compressed(rle: RLE) -> None:
     """Raise MaskFormatError unless the compressed counts decode to exactly H*W pixels."""
-    # pycocotools' decoder does not validate: bad counts give garbage or a crash, so
-    # re-encoding through its uncompressed form must round-trip the pixel total.
-    try:
-        counts = _runs(rle["counts"])
-    except (ValueError, IndexError) as error:
-        raise MaskFormatError(f"malformed compressed RLE counts: {error}") from None
+    # pycocotools' decoder does not validate: bad counts give garbage areas and IoUs.
+    decoded = decode_counts([to_bytes(rle)])
+    if decoded.malformed[0]:
+        raise MaskFormatError(
+            f"malformed compressed RLE counts (a character outside the alphabet, a number "
+            f"cut short, or a run outside [0, {RUN_LIMIT})): {_shown(rle['counts'])}"
+        )
     total = rle["size"][0] * rle["size"][1]
-    if sum(counts) != total or any(c < 0 for c in counts):
-        raise MaskFormatError(f"compressed RLE covers {sum(counts)} pixels, the frame has {total}")
+    if decoded.pixel_totals[0] != total:
+        raise MaskFormatError(
+            f"compressed RLE covers {decoded.pixel_totals[0]} pixels, the frame has {total}"
+        )
 
 
-def _runs(counts: str | bytes) -> list[int]:
-    """Decode COCO's LEB128-like compressed counts string to run lengths (for validation)."""
-    data = counts.encode("ascii") if isinstance(counts, str) else counts
-    runs: list[int] = []
-    pos = 0
-    while pos < len(data):
-        value, shift, more = 0, 0, True
-        while more:
-            char = data[pos] - 48
-            if not 0 <= char < 64:
-                raise ValueError(f"byte {data[pos]!r} at {pos} is outside the RLE alphabet")
-            value |= (char & 0x1F) << (5 * shift)
-            more = bool(char & 0x20)
-            pos += 1
-            shift += 1
-            if not more and char & 0x10:
-                value |= -1 << (5 * shift)
-            if more and pos >= len(data):
-                raise ValueError("counts end inside a number")
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
+def _shown(counts: str | bytes, limit: int = 40) -> str:
+    text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _as_str(rle: RLE) -> RLE:
