@@ -71,7 +71,6 @@ def test_matches_the_official_outputs(train_mode):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_matches_the_official_outputs_on_cuda_under_autocast():
     decoder = _official_decoder().cuda().eval()
     inputs = {key: value.cuda() for key, value in _load("pixel_decoder_inputs.pt").items()}
