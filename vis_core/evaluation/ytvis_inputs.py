@@ -142,7 +142,7 @@ def load_results(
         score = _score_value(result, where)
         segmentations = _segmentation_list(result, video, where)
         headers.append((video_id, category_id, score))
-        frame_counts.append(_result_counts(segmentations, video, where))
+        frame_counts.append(_frame_counts(segmentations, video, where, ground_truth=False))
         frame_sizes.append((video.height, video.width))
         labels.append(where)
     track_masks = build_track_masks(frame_counts, frame_sizes, labels)
@@ -261,7 +261,7 @@ def _parse_annotations(
             raise EvaluationInputError(f"{where}: 'areas' must hold numbers or null")
         segmentations = _segmentation_list(annotation, video, where)
         headers.append((annotation_id, video_id, category_id, bool(crowd), _mean_of_truthy(areas)))
-        frame_counts.append(_ground_truth_counts(segmentations, video, where))
+        frame_counts.append(_frame_counts(segmentations, video, where, ground_truth=True))
         frame_sizes.append((video.height, video.width))
         labels.append(where)
     track_masks = build_track_masks(frame_counts, frame_sizes, labels)
@@ -292,10 +292,14 @@ def _segmentation_list(entry: Mapping[str, Any], video: EvalVideo, where: str) -
     return segmentations
 
 
-def _ground_truth_counts(
-    segmentations: Sequence[Any], video: EvalVideo, where: str
+def _frame_counts(
+    segmentations: Sequence[Any], video: EvalVideo, where: str, ground_truth: bool
 ) -> list[bytes | None]:
-    """Compressed counts (bytes) or None per frame; polygons and uncompressed RLE converted."""
+    """Compressed counts (bytes) or None per frame.
+
+    Ground truth may also hold polygons and uncompressed RLE (converted here, as the
+    official `annToRLE` does); results must be compressed RLE, as in the official `loadRes`.
+    """
     counts = _plain_compressed_counts(segmentations, video)
     if counts is not None:
         return counts
@@ -305,27 +309,12 @@ def _ground_truth_counts(
             counts.append(None)
         elif _is_compressed(segmentation):
             counts.append(_compressed_counts(segmentation, video, f"{where} frame {frame}"))
-        else:  # polygons or uncompressed RLE: the shared converter checks them
+        elif ground_truth:  # polygons or uncompressed RLE: the shared converter checks them
             try:
                 rle = masks.to_compressed(segmentation, video.height, video.width)
             except masks.MaskFormatError as error:
                 raise EvaluationInputError(f"{where} frame {frame}: {error}") from None
             counts.append(rle["counts"].encode("ascii"))
-    return counts
-
-
-def _result_counts(
-    segmentations: Sequence[Any], video: EvalVideo, where: str
-) -> list[bytes | None]:
-    counts = _plain_compressed_counts(segmentations, video)
-    if counts is not None:
-        return counts
-    counts = []
-    for frame, segmentation in enumerate(segmentations):
-        if not segmentation:
-            counts.append(None)
-        elif _is_compressed(segmentation):
-            counts.append(_compressed_counts(segmentation, video, f"{where} frame {frame}"))
         else:
             raise EvaluationInputError(
                 f"{where} frame {frame}: result masks must be compressed RLE "
