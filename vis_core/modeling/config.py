@@ -94,6 +94,25 @@ class InferenceConfig:
     top_k: int = 10
     detector_chunk_frames: int = 18
     mask_chunk_frames: int = 5
+    # Past this many frames the mask features are not kept between the two passes: the
+    # second pass recomputes them chunk by chunk, so memory does not grow with length.
+    long_video_frames: int = 120
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Matching costs and loss weights (the official values; reference section 2)."""
+
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    sim_weight: float = 0.5
+    # Points sampled per mask for matching costs and mask losses (PointRend-style).
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    deep_supervision: bool = True
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,7 @@ class ModelConfig:
     vita: VitaConfig = field(default_factory=VitaConfig)
     input: InputConfig = field(default_factory=InputConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
         if self.class_names and len(self.class_names) != self.num_classes:
