@@ -1,0 +1,98 @@
+"""Training data: frame sampling, clips from a dataset, clip-consistent augmentation, batches."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from vis_core.data.augment import AugmentConfig, augment_clip, resize_clip
+from vis_core.data.clips import Clip, load_clip, sample_frame_indices
+from vis_core.data.ytvis import YtvisDataset
+from vis_core.modeling.presets import get_preset
+from vis_core.modeling.vita_model import VitaModel
+from vis_core.synth.splits import preset
+from vis_core.synth.writer import generate_split
+from vis_core.training.batch import ClipBatch
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("split")
+    config = preset("val").replace(width=96, height=64, frames=(8, 8))
+    summary = generate_split(str(root), config, num_videos=2, seed=3)
+    return YtvisDataset.load(summary.annotations_uri)
+
+
+def test_sampled_indices_are_sorted_distinct_and_near_the_reference():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        indices = sample_frame_indices(40, 5, 10, rng)
+        assert len(indices) == 5 and len(set(indices.tolist())) == 5
+        assert (np.diff(indices) > 0).all() and indices.max() - indices.min() <= 10
+    short = sample_frame_indices(3, 5, 20, rng)
+    assert len(short) == 5 and set(short.tolist()) == {0, 1, 2}  # all frames, then repeats
+
+
+def test_load_clip_matches_the_annotations(tiny_split):
+    dataset = tiny_split
+    video = dataset.videos[0]
+    labels = {c.id: i for i, c in enumerate(dataset.categories)}
+    clip = load_clip(dataset, video, [1, 4, 6], labels)
+    assert clip.frames.shape == (3, 64, 96, 3)
+    tracks = {t.id: t for t in dataset.tracks(video.id)}
+    assert len(clip.track_ids) > 0
+    for mask, label, track_id in zip(clip.masks, clip.labels, clip.track_ids, strict=True):
+        track = tracks[int(track_id)]
+        np.testing.assert_array_equal(mask, track.masks()[[1, 4, 6]])
+        assert label == labels[track.category_id]
+
+
+def _toy_clip() -> Clip:
+    frames = np.zeros((2, 20, 30, 3), np.uint8)
+    frames[:, :, :10] = 200  # the left third is bright
+    masks = np.zeros((2, 2, 20, 30), bool)
+    masks[0, :, 5:15, 2:8] = True  # left object
+    masks[1, :, 5:15, 22:28] = True  # right object
+    return Clip(frames, masks, np.array([0, 1]), np.array([7, 8]), np.array([0, 1]))
+
+
+def test_flip_moves_frames_and_masks_together():
+    config = AugmentConfig(min_sizes=(20,), max_size=100, flip_prob=1.0)
+    flipped = augment_clip(_toy_clip(), config, np.random.default_rng(0))
+    assert (flipped.frames[:, :, -10:] == 200).all() and (flipped.frames[:, :, :20] == 0).all()
+    assert flipped.masks[0, :, 5:15, 22:28].all() and not flipped.masks[0, :, :, :15].any()
+
+
+def test_resize_keeps_masks_binary_and_crop_drops_lost_instances():
+    frames, masks = resize_clip(_toy_clip().frames, _toy_clip().masks, 40, 1000)
+    assert frames.shape == (2, 40, 60, 3) and masks.shape == (2, 2, 40, 60)
+    assert masks.dtype == bool and masks[0].sum() == 4 * _toy_clip().masks[0].sum()
+    config = AugmentConfig(min_sizes=(20,), flip_prob=0.0, crop_prob=1.0, crop_scale=(0.3, 0.3))
+    counts = set()
+    for seed in range(20):
+        cropped = augment_clip(_toy_clip(), config, np.random.default_rng(seed))
+        assert len(cropped.labels) == len(cropped.track_ids) == len(cropped.masks)
+        assert all(m.any() for m in cropped.masks)
+        counts.add(len(cropped.labels))
+    assert 0 in counts or 1 in counts  # small crops lose an object sometimes
+
+
+def test_batch_pads_after_normalising_and_pads_masks_with_background():
+    model = VitaModel(get_preset("vita_small_synth"))
+    small, large = (
+        _toy_clip(),
+        augment_clip(
+            _toy_clip(), AugmentConfig(min_sizes=(40,), flip_prob=0.0), np.random.default_rng(0)
+        ),
+    )
+    batch = ClipBatch.from_clips([small, large])
+    images, targets = batch.model_inputs(model.detector.preprocess)
+    assert images.shape == (2, 2, 3, 64, 64)  # 40x60 padded to multiples of 32
+    assert torch.equal(images[0, :, :, 20:], torch.zeros_like(images[0, :, :, 20:]))
+    assert images[0, 0, :, :20, :30].abs().sum() > 0
+    assert targets[0].masks.shape == (2, 2, 64, 64) and not targets[0].masks[..., 20:, :].any()
+    assert torch.equal(targets[1].track_ids, torch.tensor([7, 8]))
+    with pytest.raises(ValueError, match="same length"):
+        one_frame = replace(small, frames=small.frames[:1], masks=small.masks[:, :1])
+        ClipBatch.from_clips([small, one_frame])

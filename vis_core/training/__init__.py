@@ -1,0 +1,1 @@
+"""Training in plain PyTorch: batches, optimiser, schedule, the training step (no Ray)."""
