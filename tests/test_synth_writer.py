@@ -16,11 +16,11 @@ import pytest
 import jobs.cli
 import jobs.synth
 from vis_core import masks
-from vis_core.synth.coco_images import decode_jpeg
 from vis_core.synth.generate import image_scene, synthesize_video
 from vis_core.synth.render import render_video
 from vis_core.synth.splits import SynthConfig, preset
 from vis_core.synth.writer import generate_split
+from vis_core.video.image import decode_image
 
 # Short videos keep the suite fast; the presets' other settings are kept.
 SPLIT_CASES = {
@@ -139,7 +139,7 @@ def test_coco_image_set(tmp_path):
     assert [image["id"] for image in data["images"]] == [1, 2, 3]
     assert [a["id"] for a in data["annotations"]] == list(range(1, len(data["annotations"]) + 1))
     for index, image in enumerate(data["images"]):
-        pixels = decode_jpeg((tmp_path / "coco" / "images" / image["file_name"]).read_bytes())
+        pixels = decode_image((tmp_path / "coco" / "images" / image["file_name"]).read_bytes())
         assert pixels.shape == (image["height"], image["width"], 3) == (240, 320, 3)
         scene = image_scene(config, seed=2, index=index)
         rendered = render_video(scene)

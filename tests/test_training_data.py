@@ -96,3 +96,56 @@ def test_batch_pads_after_normalising_and_pads_masks_with_background():
     with pytest.raises(ValueError, match="same length"):
         one_frame = replace(small, frames=small.frames[:1], masks=small.masks[:, :1])
         ClipBatch.from_clips([small, one_frame])
+
+
+@pytest.fixture(scope="module")
+def split_with_images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("split_images")
+    config = preset("train").replace(width=96, height=64, frames=(6, 9))
+    generate_split(str(root), config, num_videos=3, seed=5, coco_images=3)
+    return root
+
+
+def _sources(root):
+    from vis_core.data.clip_stream import PseudoVideoSource, VideoClipSource, labels_by_name
+    from vis_core.data.coco import CocoDataset
+
+    names = get_preset("vita_small_synth").class_names
+    videos = YtvisDataset.load(str(root / "annotations.json"))
+    images = CocoDataset.load(str(root / "coco" / "annotations.json"))
+    return (
+        VideoClipSource(videos, labels_by_name(videos.categories, names), sampling_range=4),
+        PseudoVideoSource(images, labels_by_name(images.categories, names)),
+    )
+
+
+def test_pseudo_videos_move_their_objects_and_keep_identities(split_with_images):
+    _, pseudo = _sources(split_with_images)
+    clip = pseudo.sample(4, np.random.default_rng(0))
+    assert clip.frames.shape[0] == 4 and clip.masks.shape[1] == 4
+    assert clip.masks.shape[2:] == clip.frames.shape[1:3]
+    assert len(set(clip.track_ids.tolist())) == len(clip.track_ids)
+    moved = [not np.array_equal(m[0], m[1]) for m in clip.masks if m[0].any() and m[1].any()]
+    assert any(moved)  # independent crops move the objects between frames
+
+
+def test_clip_stream_mixes_sources_and_batches(split_with_images):
+    from vis_core.data.clip_stream import ClipStream
+
+    video_source, pseudo = _sources(split_with_images)
+    augment = AugmentConfig(min_sizes=(48, 64), max_size=128)
+    stream = ClipStream([video_source, pseudo], [0.5, 0.5], 3, augment, seed=1)
+    loader = torch.utils.data.DataLoader(stream, batch_size=2, collate_fn=ClipBatch.from_clips)
+    batches = [batch for _, batch in zip(range(3), loader, strict=False)]
+    for batch in batches:
+        assert len(batch.frames) == 2 and all(f.shape[0] == 3 for f in batch.frames)
+        for frames, target in zip(batch.frames, batch.targets, strict=True):
+            assert target.masks.shape[1:] == frames.shape[:3]
+            assert (target.labels < 8).all()
+    same = ClipStream([video_source, pseudo], [0.5, 0.5], 3, augment, seed=1)
+    other_rank = ClipStream([video_source, pseudo], [0.5, 0.5], 3, augment, seed=1, rank=1)
+    first, again, ranked = (next(iter(s)) for s in (stream, same, other_rank))
+    np.testing.assert_array_equal(first.frames, again.frames)
+    assert first.frames.shape != ranked.frames.shape or not np.array_equal(
+        first.frames, ranked.frames
+    )

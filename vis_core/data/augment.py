@@ -32,7 +32,8 @@ def augment_clip(clip: Clip, config: AugmentConfig, rng: np.random.Generator) ->
     """Apply one random crop/flip/resize to all frames and masks of `clip`."""
     frames, masks = clip.frames, clip.masks
     if rng.random() < config.crop_prob:
-        frames, masks = _random_crop(frames, masks, config.crop_scale, rng)
+        rows, cols = random_crop_window(*frames.shape[1:3], config.crop_scale, rng)
+        frames, masks = frames[:, rows, cols], masks[:, :, rows, cols]
     if rng.random() < config.flip_prob:
         frames, masks = frames[:, :, ::-1], masks[..., ::-1]
     size = int(rng.choice(config.min_sizes))
@@ -54,8 +55,18 @@ def resize_clip(
     `shortest_edge` and the long side at most `max_size`."""
     height, width = frames.shape[1:3]
     scale = min(shortest_edge / min(height, width), max_size / max(height, width))
-    new_size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    if new_size == (height, width):
+    return resize_clip_to(
+        frames, masks, max(1, round(height * scale)), max(1, round(width * scale))
+    )
+
+
+def resize_clip_to(
+    frames: np.ndarray, masks: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize frames `[T, h, w, 3]` (bilinear) and masks `[N, T, h, w]` (nearest) to
+    exactly `height` x `width`."""
+    new_size = (height, width)
+    if new_size == frames.shape[1:3]:
         return np.ascontiguousarray(frames), np.ascontiguousarray(masks)
     images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     images = F.interpolate(images, size=new_size, mode="bilinear", align_corners=False)
@@ -67,13 +78,12 @@ def resize_clip(
     return resized, labels.unflatten(0, masks.shape[:2]).numpy()
 
 
-def _random_crop(
-    frames: np.ndarray, masks: np.ndarray, scale: tuple[float, float], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    height, width = frames.shape[1:3]
+def random_crop_window(
+    height: int, width: int, scale: tuple[float, float], rng: np.random.Generator
+) -> tuple[slice, slice]:
+    """Rows and columns of a random crop whose sides are `scale` times the frame's."""
     crop_h = max(1, round(height * rng.uniform(*scale)))
     crop_w = max(1, round(width * rng.uniform(*scale)))
     top = int(rng.integers(height - crop_h + 1))
     left = int(rng.integers(width - crop_w + 1))
-    window = (slice(top, top + crop_h), slice(left, left + crop_w))
-    return frames[:, window[0], window[1]], masks[:, :, window[0], window[1]]
+    return slice(top, top + crop_h), slice(left, left + crop_w)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import av
-import av.error
 import numpy as np
 
 from vis_core.data.ytvis import VideoEntry, YtvisDataset
 from vis_core.storage import join, open_fs
-from vis_core.video.decode import open_video, resized_size
-from vis_core.video.errors import CorruptVideoError, NotAVideoError, VideoReadError
+from vis_core.video.decode import open_video
+from vis_core.video.errors import CorruptVideoError, VideoReadError
+from vis_core.video.image import decode_image
 
 
 def video_source(dataset: YtvisDataset, video: VideoEntry) -> str | None:
@@ -93,11 +92,7 @@ def _iter_jpegs(
     for file_name in video.file_names:
         path = join(root, file_name)
         try:
-            with fs.open(path, "rb") as file, av.open(file) as container:
-                frame = next(container.decode(video=0))
-                height, width = resized_size(frame.height, frame.width, shortest_edge)
-                yield frame.to_ndarray(format="rgb24", height=height, width=width)
+            data = fs.cat_file(path)
         except FileNotFoundError:
             raise VideoReadError(path, "frame file not found") from None
-        except (av.error.FFmpegError, StopIteration) as error:
-            raise NotAVideoError(path, f"is not a decodable image ({error})") from None
+        yield decode_image(data, path, shortest_edge)

@@ -10,12 +10,9 @@ counts, `area`, `bbox` [x, y, w, h], `iscrowd` 0) for every visible instance, an
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
-import av
 import numpy as np
 
 from vis_core import masks
@@ -24,6 +21,7 @@ from vis_core.synth.annotations import category_records
 from vis_core.synth.generate import image_scene
 from vis_core.synth.render import render_video
 from vis_core.synth.splits import SynthConfig
+from vis_core.video.image import encode_jpeg
 
 
 @dataclass(frozen=True)
@@ -47,25 +45,6 @@ class CocoImage:
 
 def image_name(config: SynthConfig, index: int) -> str:
     return f"{config.name}_{index:06d}.jpg"
-
-
-def encode_jpeg(image: np.ndarray) -> bytes:
-    """JPEG bytes of an RGB image `[H, W, 3]` uint8."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.shape} {image.dtype}")
-    codec = av.CodecContext.create("mjpeg", "w")
-    codec.height, codec.width = image.shape[:2]
-    codec.pix_fmt = "yuvj420p"
-    codec.time_base = Fraction(1, 1)
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    packets = codec.encode(frame.reformat(format="yuvj420p")) + codec.encode(None)
-    return b"".join(bytes(packet) for packet in packets)
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """RGB image `[H, W, 3]` uint8 of JPEG bytes."""
-    with av.open(io.BytesIO(data)) as container:
-        return next(container.decode(video=0)).to_ndarray(format="rgb24")
 
 
 def write_image(out_uri: str, config: SynthConfig, seed: int, index: int) -> CocoImage:
