@@ -1,0 +1,335 @@
+"""MLflow tracking of trainings: the one module of the project that talks to MLflow.
+
+Every call goes through an `MlflowClient` built from an explicit `TrackingConfig`, never
+through MLflow's process-wide state, so nothing lands in the working directory: MLflow
+3's defaults would put `mlflow.db` there, and artifacts in `./mlruns` unless an
+experiment names its artifact location. The embedded default is a local SQLite store and
+artifact folder in the per-user data folder (`vis_core.paths.data_dir()`); a tracking
+server (`http://...`) can be given instead.
+
+A training is one MLflow run, found again by the tag `vis.training_name`, so a resumed
+training logs into the run it started. Model files are logged as plain artifacts and
+registered as model versions (MLflow 3's `mlflow.register_model` only accepts logged
+models, so the version is created from the artifact's URI with the client); versions are
+marked with an alias, since registry stages are deprecated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from vis_core.paths import cache_dir, data_dir
+
+DEFAULT_EXPERIMENT = "vis-train"
+TRAINING_NAME_TAG = "vis.training_name"
+MODEL_ARTIFACT_PATH = "model"
+MODEL_FILE_NAME = "model.vis.pt"
+# "latest" is reserved by the registry (`models:/NAME/latest` is the newest version).
+DEFAULT_ALIAS = "candidate"
+# MLflow's per-request limits (mlflow.utils.validation).
+_PARAMS_PER_CALL = 100
+_METRICS_PER_CALL = 1000
+_PARAM_VALUE_LENGTH = 6000
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
+
+
+class TrackingError(RuntimeError):
+    """A tracking store, run or registered model cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where trainings are recorded.
+
+    tracking_uri: an MLflow tracking URI (`sqlite:///...`, `http://host:5000`); None for
+        the local store `sqlite:///<data_dir>/mlflow/mlflow.db`.
+    artifact_root: the artifact folder or URI of experiments created here; None for
+        `<data_dir>/mlflow/artifacts` with the default store, the database's folder +
+        `/artifacts` with another SQLite store, and the server's choice otherwise.
+    """
+
+    tracking_uri: str | None = None
+    artifact_root: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+
+    def resolved(self) -> TrackingConfig:
+        """The same config with defaults filled in and local paths made absolute (Ray
+        workers run in another working directory)."""
+        if self.tracking_uri is None:
+            root = data_dir() / "mlflow"
+            root.mkdir(parents=True, exist_ok=True)
+            tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        else:
+            tracking_uri = _absolute_sqlite_uri(self.tracking_uri)
+        artifact_root = self.artifact_root
+        if artifact_root is None and tracking_uri.startswith("sqlite:///"):
+            artifact_root = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts")
+        elif artifact_root is not None and "://" not in artifact_root:
+            artifact_root = os.path.abspath(artifact_root)
+        return TrackingConfig(tracking_uri, artifact_root, self.experiment)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version: `models:/{name}/{version}` and `models:/{name}@{alias}`."""
+
+    name: str
+    version: str
+    alias: str
+    source: str
+
+
+def client_for(config: TrackingConfig) -> MlflowClient:
+    """A client of the resolved tracking store, whose registry is the same store."""
+    uri = config.resolved().tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings and dataclasses -> `{"a.b.c": "value"}`, values stringified.
+
+    Tuples and lists stay one value (`"(48, 64)"`), so a config reads back as written.
+    """
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            text = str(value)
+            if len(text) > _PARAM_VALUE_LENGTH:  # MLflow refuses longer values
+                text = text[: _PARAM_VALUE_LENGTH - 3] + "..."
+            flat[name] = text
+    return flat
+
+
+class TrainingRun:
+    """The MLflow run of one training (see the module docstring)."""
+
+    def __init__(self, config: TrackingConfig, run_id: str, resumed: bool = False):
+        self.config = config.resolved()
+        self.client = client_for(self.config)
+        self.run_id = run_id
+        self.resumed = resumed
+
+    @classmethod
+    def start_or_resume(
+        cls, config: TrackingConfig, training_name: str, tags: Mapping[str, str] | None = None
+    ) -> TrainingRun:
+        """The run tagged with `training_name` in the experiment (marked running again), or
+        a new one named after the training."""
+        config = config.resolved()
+        client = client_for(config)
+        experiment_id = _experiment_id(client, config)
+        existing = find_run_id(config, training_name)
+        if existing is not None:
+            client.update_run(existing, status="RUNNING")
+            return cls(config, existing, resumed=True)
+        run = client.create_run(
+            experiment_id,
+            run_name=training_name,
+            tags={TRAINING_NAME_TAG: training_name, **(tags or {})},
+        )
+        return cls(config, run.info.run_id, resumed=False)
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+    def log_params(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """Log `params` (flattened) in chunks; returns the keys whose value changed.
+
+        MLflow refuses to change a logged param, so on a resumed run a changed value is
+        kept as the tag `vis.changed.<key>` (the last value given) instead.
+        """
+        flat = flatten_params(params)
+        logged = self.client.get_run(self.run_id).data.params
+        new = [Param(key, value) for key, value in flat.items() if key not in logged]
+        changed = tuple(key for key in flat if key in logged and logged[key] != flat[key])
+        for start in range(0, len(new), _PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=new[start : start + _PARAMS_PER_CALL])
+        tags = [RunTag(f"vis.changed.{key}", flat[key][:_PARAM_VALUE_LENGTH]) for key in changed]
+        for start in range(0, len(tags), _PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, tags=tags[start : start + _PARAMS_PER_CALL])
+        return changed
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        entries = [RunTag(key, str(value)) for key, value in tags.items()]
+        for start in range(0, len(entries), _PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, tags=entries[start : start + _PARAMS_PER_CALL])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+        for start in range(0, len(entries), _METRICS_PER_CALL):
+            self.client.log_batch(self.run_id, metrics=entries[start : start + _METRICS_PER_CALL])
+
+    def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Upload a file or a folder's contents under `artifact_path`."""
+        path = Path(local_path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_json(self, data: Any, artifact_file: str) -> None:
+        """Write `data` as indented JSON to the artifact `artifact_file` (`dir/name.json`)."""
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            self.client.log_artifact(self.run_id, str(path), folder or None)
+
+    def log_model_file(
+        self, model_file: str | os.PathLike, artifact_path: str = MODEL_ARTIFACT_PATH
+    ) -> str:
+        """Log a vis model file as the artifact `{artifact_path}/model.vis.pt`; returns
+        `artifact_path`, what `register_model` registers. A run that registers several
+        models (a resumed training) needs one folder per model: a version's files must
+        not be overwritten by the next."""
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = Path(tmp) / MODEL_FILE_NAME  # a fixed name, found again by the loader
+            shutil.copyfile(model_file, staged)
+            self.client.log_artifact(self.run_id, str(staged), artifact_path)
+        return artifact_path
+
+    def register_model(
+        self,
+        name: str,
+        artifact_path: str = MODEL_ARTIFACT_PATH,
+        alias: str = DEFAULT_ALIAS,
+        tags: Mapping[str, str] | None = None,
+    ) -> RegisteredVersion:
+        """Register the model file logged at `artifact_path` (`log_model_file`) as a new
+        version of `name`, and point `alias` at it."""
+        logged = {entry.path for entry in self.client.list_artifacts(self.run_id, artifact_path)}
+        if f"{artifact_path}/{MODEL_FILE_NAME}" not in logged:
+            raise TrackingError(
+                f"run {self.run_id} has no model file at {artifact_path}: call log_model_file"
+            )
+        source = f"{self.artifact_uri.rstrip('/')}/{artifact_path}"
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(
+            name,
+            source=source,
+            run_id=self.run_id,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+        )
+        self.client.set_registered_model_alias(name, alias, version.version)
+        return RegisteredVersion(name, str(version.version), alias, source)
+
+    def finish(self, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+
+
+def find_run_id(config: TrackingConfig, training_name: str) -> str | None:
+    """The id of the run of `training_name` in the config's experiment, if there is one."""
+    config = config.resolved()
+    client = client_for(config)
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        return None
+    quoted = training_name.replace("'", "\\'")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TRAINING_NAME_TAG}` = '{quoted}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def resolve_model_uri(
+    uri: str, tracking_uri: str | None = None, download_dir: str | os.PathLike | None = None
+) -> Path:
+    """`models:/NAME/VERSION`, `models:/NAME@ALIAS` or `models:/NAME/latest` -> the local
+    path of its vis model file. Any other URI is returned as a path unchanged.
+
+    Artifacts in a local store are used in place; remote ones are downloaded to
+    `download_dir` (default `<cache_dir>/models/NAME/VERSION`).
+    """
+    if not uri.startswith("models:/"):
+        return Path(uri)
+    match = _MODEL_URI.match(uri)
+    if match is None:
+        raise TrackingError(f"{uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS")
+    client = client_for(TrackingConfig(tracking_uri=tracking_uri))
+    name = match["name"]
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(name, match["alias"])
+        elif match["version"] == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise TrackingError(f"registered model {name!r} has no versions")
+            version = max(versions, key=lambda v: int(v.version))
+        else:
+            version = client.get_model_version(name, match["version"])
+    except MlflowException as error:
+        raise TrackingError(f"cannot resolve {uri}: {error.message}") from None
+    target = download_dir or cache_dir() / "models" / name / str(version.version)
+    local = download_artifacts(
+        artifact_uri=version.source,
+        tracking_uri=client.tracking_uri,
+        dst_path=None if _is_local(version.source) else str(target),
+    )
+    path = Path(local)
+    if path.is_dir():
+        path = path / MODEL_FILE_NAME
+    if not path.is_file():
+        raise TrackingError(f"{uri} (source {version.source}) holds no {MODEL_FILE_NAME}")
+    return path
+
+
+def _experiment_id(client: MlflowClient, config: TrackingConfig) -> str:
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if config.artifact_root is not None:
+        location = f"{config.artifact_root.rstrip('/')}/{_safe_name(config.experiment)}"
+    try:
+        return client.create_experiment(config.experiment, artifact_location=location)
+    except MlflowException as error:  # created meanwhile by another process
+        experiment = client.get_experiment_by_name(config.experiment)
+        if experiment is None:
+            message = f"cannot create experiment {config.experiment!r}: {error.message}"
+            raise TrackingError(message) from None
+        return experiment.experiment_id
+
+
+def _absolute_sqlite_uri(uri: str) -> str:
+    """`sqlite:///relative.db` -> `sqlite:////abs/relative.db`; other URIs unchanged."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + os.path.abspath(uri.removeprefix(prefix))
+    return uri
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "experiment"
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
