@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from vis_core.modeling.presets import PRESETS
 
 if TYPE_CHECKING:
-    from workflows.train import TrainResult
+    from workflows.train_config import TrainResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ray.train import TrainingFailedError
 
-    from workflows.train import TrainConfigError, TrainJobConfig, run_training
+    from workflows.train import run_training
+    from workflows.train_config import TrainConfigError, TrainJobConfig
 
     config = TrainJobConfig(
         train_uri=args.train,

@@ -28,14 +28,9 @@ from workflows.tracking import (
     flatten_params,
     resolve_model_uri,
 )
-from workflows.train import (
-    TrainJobConfig,
-    TrainState,
-    build_clip_stream,
-    build_criterion,
-    build_model,
-    run_training,
-)
+from workflows.train import run_training
+from workflows.train_config import TrainJobConfig, TrainState
+from workflows.train_worker import build_clip_stream, build_criterion, build_model
 
 TINY_AUGMENT = AugmentConfig(min_sizes=(48,), max_size=64)
 
@@ -124,12 +119,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_maps_options_and_reports_bad_configs(splits, tmp_path, monkeypatch, capsys):
     import workflows.train
+    import workflows.train_config
 
     captured = []
 
     def fake_run(config):
         captured.append(config)
-        return workflows.train.TrainResult(
+        return workflows.train_config.TrainResult(
             name="n",
             run_path="r",
             checkpoint_path="c",

@@ -1,0 +1,328 @@
+"""The training loop that runs in each Ray Train worker, and the pieces it is built from.
+
+The pieces (`build_model`, `freeze_detector`, `build_criterion`, `build_clip_stream`,
+`validate`) also run without Ray, in tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vis_core.data.clip_stream import (
+    ClipSource,
+    ClipStream,
+    PseudoVideoSource,
+    VideoClipSource,
+    labels_by_name,
+)
+from vis_core.data.coco import CocoDataset
+from vis_core.data.frames import iter_frames
+from vis_core.data.ytvis import Category, YtvisDataset
+from vis_core.evaluation import YtvisMetrics, evaluate_ytvis
+from vis_core.evaluation.metrics import SUMMARY_KEYS
+from vis_core.inference.segmenter import VideoSegmenter
+from vis_core.losses.criterion import VitaCriterion
+from vis_core.modeling.config import ModelConfig
+from vis_core.modeling.model_file import load_model, save_model
+from vis_core.modeling.vita_model import VitaModel
+from vis_core.training.batch import ClipBatch
+from vis_core.training.optim import build_optimizer, build_scheduler
+from vis_core.training.step import train_step
+from workflows.train_config import (
+    MODEL_FILE,
+    TrainConfigError,
+    TrainJobConfig,
+    TrainState,
+    format_progress,
+    tracking_config,
+)
+
+if TYPE_CHECKING:
+    from workflows.tracking import TrainingRun
+
+logger = logging.getLogger(__name__)
+
+
+def label_map(categories: Sequence[Category], model_config: ModelConfig) -> dict[int, int]:
+    """Dataset category id -> the model's contiguous label.
+
+    By class name when the model has names; otherwise categories sorted by id take labels
+    0..K-1 (the YouTube-VIS convention), which needs exactly K categories.
+    """
+    if model_config.class_names:
+        mapping = labels_by_name(categories, model_config.class_names)
+    elif len(categories) == model_config.num_classes:
+        mapping = {c.id: label for label, c in enumerate(sorted(categories, key=lambda c: c.id))}
+    else:
+        raise TrainConfigError(
+            f"model {model_config.name} has {model_config.num_classes} unnamed classes, the "
+            f"dataset {len(categories)} categories"
+        )
+    if not mapping:
+        raise TrainConfigError(f"no dataset category is a class of model {model_config.name}")
+    return mapping
+
+
+def build_clip_stream(
+    job: TrainJobConfig, model_config: ModelConfig, rank: int = 0, start_step: int = 0
+) -> ClipStream:
+    """The worker's clip stream: video clips and, with `coco_uri`, COCO pseudo-videos.
+
+    The seed mixes the job seed and the step the run starts at, so a resumed run draws
+    new clips instead of repeating the first run's.
+    """
+
+    videos = YtvisDataset.load(job.train_uri)
+    sources: list[ClipSource] = [
+        VideoClipSource(videos, label_map(videos.categories, model_config), job.sampling_range)
+    ]
+    weights = [1.0]
+    if job.coco_uri is not None and job.coco_weight > 0:
+        images = CocoDataset.load(job.coco_uri)
+        sources.append(PseudoVideoSource(images, label_map(images.categories, model_config)))
+        weights.append(job.coco_weight)
+    seed = _derived_seed(job.seed, start_step)
+    return ClipStream(sources, weights, job.num_frames, job.augment, seed=seed, rank=rank)
+
+
+def _derived_seed(*entropy: int) -> int:
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+
+
+def build_model(job: TrainJobConfig, model_config: ModelConfig) -> VitaModel:
+    """The model of the preset, with the `init_model` weights and the frozen detector if
+    asked (on the CPU; `prepare_model` moves it)."""
+    torch.manual_seed(job.seed)  # equal initial weights on every worker
+    model = VitaModel(model_config)
+    if job.init_model is not None:
+        from workflows.tracking import resolve_model_uri
+
+        path = resolve_model_uri(job.init_model, job.tracking_uri)
+        initial = load_model(str(path))
+        try:
+            model.load_state_dict(initial.state_dict())
+        except RuntimeError as error:
+            raise TrainConfigError(
+                f"{job.init_model} ({initial.config.name}) does not fit preset {job.preset}: "
+                f"{str(error).splitlines()[0]}"
+            ) from None
+    if job.freeze_detector:
+        freeze_detector(model)
+    return model
+
+
+def freeze_detector(model: VitaModel) -> None:
+    """Train VITA alone: detector parameters get no gradient and the detector stays in
+    eval mode, re-applied before each forward since a training step calls `train()`.
+
+    The frame decoder's own flag stays as the model's: in training it hands VITA its last
+    `vita_last_layers` layers of frame queries, which the VITA losses are computed on.
+    Its submodules (attention, dropout) are in eval mode like the rest of the detector.
+    """
+    detector = model.detector
+    for parameter in detector.parameters():
+        parameter.requires_grad_(False)
+
+    def keep_eval(module: nn.Module, _inputs: Any) -> None:
+        for submodule in module.modules():
+            if submodule is not detector.frame_decoder:
+                submodule.training = False
+
+    detector.register_forward_pre_hook(keep_eval)
+    keep_eval(detector, ())
+
+
+def build_criterion(model_config: ModelConfig, frozen_detector: bool) -> VitaCriterion:
+    return VitaCriterion.for_model(model_config, frozen_detector=frozen_detector)
+
+
+def validate(
+    model: VitaModel, val_uri: str, device: torch.device, dtype: torch.dtype = torch.float32
+) -> YtvisMetrics:
+    """YouTube-VIS metrics of `model` on every video of `val_uri`."""
+    dataset = YtvisDataset.load(val_uri)
+    category_of_label = [-1] * model.config.num_classes  # -1: not a category of this split
+    for category_id, label in label_map(dataset.categories, model.config).items():
+        category_of_label[label] = category_id
+    segmenter = VideoSegmenter(model, device=device, dtype=dtype)
+    results = []
+    for video in dataset.videos:
+        instances = segmenter.segment(lambda video=video: iter_frames(dataset, video))
+        entries = instances.to_ytvis_results(video.id, category_of_label)
+        results.extend(entry for entry in entries if entry["category_id"] != -1)
+    return evaluate_ytvis(val_uri, results)
+
+
+# ---------------------------------------------------------------------------------------
+# Worker
+
+
+@dataclass
+class _Window:
+    """Sums of step results since the last report."""
+
+    steps: int = 0
+    loss: float = 0.0
+    grad_norm: float = 0.0
+    terms: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: float, grad_norm: float, terms: Mapping[str, float]) -> None:
+        self.steps += 1
+        self.loss += loss
+        self.grad_norm += grad_norm
+        for name, value in terms.items():
+            self.terms[name] = self.terms.get(name, 0.0) + value
+
+
+def train_worker(loop_config: Mapping[str, Any]) -> None:
+    """Ray Train's per-worker loop (see the module docstring)."""
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    job: TrainJobConfig = loop_config["job"]
+    model_config: ModelConfig = loop_config["model_config"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
+
+    model = build_model(job, model_config)
+    state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = TrainState.load(folder)
+        model.load_state_dict(state.model)
+    model = ray.train.torch.prepare_model(model)
+    core: VitaModel = (
+        model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    )
+    optim = job.optim_config()
+    optimizer = build_optimizer(core, optim)
+    scheduler = build_scheduler(optimizer, optim)
+    start_step, run_id = 0, loop_config["run_id"]
+    if state is not None:
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        start_step, run_id = state.step, state.mlflow_run_id
+    criterion = build_criterion(model_config, job.freeze_detector).to(device)
+    # Point sampling and augmentation draw differently on each rank and after a resume.
+    torch.manual_seed(_derived_seed(job.seed, rank, start_step))
+    tracking = None
+    if rank == 0:
+        from workflows.tracking import TrainingRun  # MLflow only where it is used
+
+        tracking = TrainingRun(tracking_config(job), run_id)
+
+    if start_step >= job.steps:  # every rank returns: no report is left unmatched
+        logger.info("already trained to step %d of %d: nothing to do", start_step, job.steps)
+        return
+    loader = torch.utils.data.DataLoader(
+        build_clip_stream(job, model_config, rank, start_step),
+        batch_size=job.batch_size,
+        collate_fn=ClipBatch.from_clips,
+        num_workers=job.loader_workers,
+    )
+    batches = iter(loader)
+    window, run_started = _Window(), time.perf_counter()
+    for step in range(start_step, job.steps):
+        batch = next(batches).to(device)
+        result = train_step(
+            model, criterion, optimizer, batch, optim.clip_grad_norm, autocast_dtype
+        )
+        lr = max(group["lr"] for group in optimizer.param_groups)  # this step's
+        scheduler.step()
+        window.add(result.loss, result.grad_norm, result.terms)
+        done = step + 1
+        final = done == job.steps
+        if not (final or done % job.log_every == 0 or done % job.checkpoint_every == 0):
+            continue
+        metrics = _window_metrics(window, device, world, job)
+        metrics["lr"] = lr
+        elapsed = time.perf_counter() - run_started
+        metrics["eta_s"] = elapsed / (done - start_step) * (job.steps - done)
+        if tracking is not None:
+            tracking.log_metrics(metrics, step=done)
+            # Not print: Ray Train tees print to its logger and to a wrapped stdout (twice).
+            logger.info(format_progress(done, job.steps, metrics))
+        metrics.update(step=done, start_step=start_step)
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0 and (final or done % job.checkpoint_every == 0):
+                TrainState(
+                    step=done,
+                    mlflow_run_id=run_id,
+                    model=core.state_dict(),
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                ).save(folder)
+                if final:
+                    model_file = os.path.join(folder, MODEL_FILE)
+                    # Autocast leaves the parameters in fp32: the file is fp32.
+                    save_model(model_file, core, {"training": job.name, "step": done})
+                    metrics.update(_finish(job, core, model_file, tracking, device))
+                saved = Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=saved)
+        window = _Window()
+
+
+def _window_metrics(
+    window: _Window, device: torch.device, world: int, job: TrainJobConfig
+) -> dict[str, float]:
+    """Means over the window's steps and over the workers; throughput of all workers."""
+    names = sorted(window.terms)
+    values = torch.tensor(
+        [window.loss, window.grad_norm, *(window.terms[n] for n in names)],
+        dtype=torch.float64,
+        device=device,
+    ) / max(1, window.steps)
+    if world > 1 and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(values)
+        values /= world
+    seconds = max(time.perf_counter() - window.started, 1e-9)
+    clips_per_s = window.steps * job.batch_size * world / seconds
+    metrics = {"loss": float(values[0]), "grad_norm": float(values[1])}
+    metrics.update({name: float(v) for name, v in zip(names, values[2:], strict=True)})
+    metrics.update(clips_per_s=clips_per_s, frames_per_s=clips_per_s * job.num_frames)
+    return metrics
+
+
+def _finish(
+    job: TrainJobConfig,
+    model: VitaModel,
+    model_file: str,
+    tracking: TrainingRun,
+    device: torch.device,
+) -> dict[str, float]:
+    """Rank 0 after the last step: log the model file, validate, register. Returns the
+    validation metrics (`val/AP`...) and the registered version."""
+    extra: dict[str, float] = {}
+    artifact_path = tracking.log_model_file(model_file, f"model/step-{job.steps}")
+    if job.val_uri is not None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        evaluation = validate(model, job.val_uri, device, dtype)
+        extra = {f"val/{key}": float(getattr(evaluation, name)) for key, name in SUMMARY_KEYS}
+        tracking.log_metrics(extra, step=job.steps)
+        tracking.log_json(evaluation.to_json_dict(), "validation/metrics.json")
+        logger.info("validation: %s", json.dumps({k: round(v, 4) for k, v in extra.items()}))
+    if job.registered_model_name:
+        registered = tracking.register_model(
+            job.registered_model_name,
+            artifact_path,
+            tags={"preset": job.preset, "training": job.name or "", "step": str(job.steps)},
+        )
+        extra["registered_version"] = float(registered.version)
+    return extra
