@@ -42,18 +42,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--coco-weight",
         type=float,
-        default=1 / 0.75,
         metavar="W",
-        help="COCO clips drawn W times as often as video clips (official 1 : 0.75)",
+        help="COCO clips drawn W times as often as video clips (default: the recipe's)",
     )
     parser.add_argument("--storage", help="Ray Train storage (default <data dir>/ray_results)")
     parser.add_argument("--name", help="training name: same storage and name resume")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (1)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
-    parser.add_argument("--steps", type=int, default=1000, help="total steps (1000)")
-    parser.add_argument("--batch-size", type=int, default=1, help="clips per worker and step")
-    parser.add_argument("--frames", type=int, default=5, metavar="T", help="frames per clip")
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (1e-4)")
+    parser.add_argument("--steps", type=int, help="total steps (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, help="clips per worker and step")
+    parser.add_argument("--frames", type=int, metavar="T", help="frames per clip")
+    parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument(
         "--freeze-detector", action="store_true", help="train VITA only, detector frozen"
     )
@@ -77,23 +76,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ray.train import TrainingFailedError
 
+    from workflows.recipes import recipe
     from workflows.train import run_training
     from workflows.train_config import TrainConfigError, TrainJobConfig
 
+    overrides = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "num_frames": args.frames,
+        "lr": args.lr,
+        "coco_weight": args.coco_weight,
+    }
     config = TrainJobConfig(
+        **{**recipe(args.preset), **{k: v for k, v in overrides.items() if v is not None}},
         train_uri=args.train,
         preset=args.preset,
         val_uri=args.val,
         coco_uri=args.coco,
-        coco_weight=args.coco_weight,
         storage_uri=args.storage,
         name=args.name,
         workers=args.workers,
         use_gpu=args.gpu,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        num_frames=args.frames,
-        lr=args.lr,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         seed=args.seed,

@@ -152,6 +152,14 @@ def test_cli_maps_options_and_reports_bad_configs(splits, tmp_path, monkeypatch,
     assert "steps 0 -> 7" in summary and "AP 25.0" in summary and "APl n/a" in summary
     assert "models:/m/1" in summary
 
+    args = _parse(["--train", splits.train])  # no overrides: the preset's recipe
+    assert args.func(args) == 0
+    from workflows.recipes import small_synth_recipe
+
+    recipe_config = captured[-1]
+    for field, value in small_synth_recipe().items():
+        assert getattr(recipe_config, field) == value, field
+
     monkeypatch.undo()
     args = _parse(["--train", str(tmp_path / "missing.json"), "--steps", "3"])
     assert args.func(args) == 2
