@@ -149,3 +149,13 @@ def test_clip_stream_mixes_sources_and_batches(split_with_images):
     assert first.frames.shape != ranked.frames.shape or not np.array_equal(
         first.frames, ranked.frames
     )
+
+
+def test_a_clip_without_instances_augments():
+    empty = replace(
+        _toy_clip(), masks=np.zeros((0, 2, 20, 30), bool), labels=np.zeros(0, np.int64),
+        track_ids=np.zeros(0, np.int64),
+    )  # fmt: skip
+    config = AugmentConfig(min_sizes=(40,), crop_prob=1.0)
+    out = augment_clip(empty, config, np.random.default_rng(0))
+    assert out.masks.shape[0] == 0 and out.masks.shape[1:] == (2, *out.frames.shape[1:3])

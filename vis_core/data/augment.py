@@ -38,7 +38,7 @@ def augment_clip(clip: Clip, config: AugmentConfig, rng: np.random.Generator) ->
         frames, masks = frames[:, :, ::-1], masks[..., ::-1]
     size = int(rng.choice(config.min_sizes))
     frames, masks = resize_clip(frames, masks, size, config.max_size)
-    visible = masks.reshape(len(masks), -1).any(axis=1)  # cropping may remove an instance
+    visible = masks.any(axis=(1, 2, 3))  # cropping may remove an instance
     return replace(
         clip,
         frames=frames,
