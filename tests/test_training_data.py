@@ -107,15 +107,18 @@ def split_with_images(tmp_path_factory):
 
 
 def _sources(root):
-    from vis_core.data.clip_stream import PseudoVideoSource, VideoClipSource, labels_by_name
+    from vis_core.data.clip_stream import PseudoVideoSource, VideoClipSource
     from vis_core.data.coco import CocoDataset
+    from vis_core.data.labels import label_of_category
 
     names = get_preset("vita_small_synth").class_names
     videos = YtvisDataset.load(str(root / "annotations.json"))
     images = CocoDataset.load(str(root / "coco" / "annotations.json"))
     return (
-        VideoClipSource(videos, labels_by_name(videos.categories, names), sampling_range=4),
-        PseudoVideoSource(images, labels_by_name(images.categories, names)),
+        VideoClipSource(
+            videos, label_of_category(videos.categories, names, len(names)), sampling_range=4
+        ),
+        PseudoVideoSource(images, label_of_category(images.categories, names, len(names))),
     )
 
 

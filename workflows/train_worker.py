@@ -24,13 +24,13 @@ from vis_core.data.clip_stream import (
     ClipStream,
     PseudoVideoSource,
     VideoClipSource,
-    labels_by_name,
 )
 from vis_core.data.coco import CocoDataset
-from vis_core.data.frames import iter_frames
+from vis_core.data.labels import label_of_category
 from vis_core.data.ytvis import Category, YtvisDataset
 from vis_core.evaluation import YtvisMetrics, evaluate_ytvis
 from vis_core.evaluation.metrics import SUMMARY_KEYS
+from vis_core.inference.dataset import segment_dataset
 from vis_core.inference.segmenter import VideoSegmenter
 from vis_core.losses.criterion import VitaCriterion
 from vis_core.modeling.config import ModelConfig
@@ -55,23 +55,11 @@ logger = logging.getLogger(__name__)
 
 
 def label_map(categories: Sequence[Category], model_config: ModelConfig) -> dict[int, int]:
-    """Dataset category id -> the model's contiguous label.
-
-    By class name when the model has names; otherwise categories sorted by id take labels
-    0..K-1 (the YouTube-VIS convention), which needs exactly K categories.
-    """
-    if model_config.class_names:
-        mapping = labels_by_name(categories, model_config.class_names)
-    elif len(categories) == model_config.num_classes:
-        mapping = {c.id: label for label, c in enumerate(sorted(categories, key=lambda c: c.id))}
-    else:
-        raise TrainConfigError(
-            f"model {model_config.name} has {model_config.num_classes} unnamed classes, the "
-            f"dataset {len(categories)} categories"
-        )
-    if not mapping:
-        raise TrainConfigError(f"no dataset category is a class of model {model_config.name}")
-    return mapping
+    """Dataset category id -> the model's contiguous label (see `label_of_category`)."""
+    try:
+        return label_of_category(categories, model_config.class_names, model_config.num_classes)
+    except ValueError as error:
+        raise TrainConfigError(f"model {model_config.name}: {error}") from None
 
 
 def build_clip_stream(
@@ -151,16 +139,8 @@ def validate(
     model: VitaModel, val_uri: str, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> YtvisMetrics:
     """YouTube-VIS metrics of `model` on every video of `val_uri`."""
-    dataset = YtvisDataset.load(val_uri)
-    category_of_label = [-1] * model.config.num_classes  # -1: not a category of this split
-    for category_id, label in label_map(dataset.categories, model.config).items():
-        category_of_label[label] = category_id
     segmenter = VideoSegmenter(model, device=device, dtype=dtype)
-    results = []
-    for video in dataset.videos:
-        instances = segmenter.segment(lambda video=video: iter_frames(dataset, video))
-        entries = instances.to_ytvis_results(video.id, category_of_label)
-        results.extend(entry for entry in entries if entry["category_id"] != -1)
+    results = segment_dataset(segmenter, YtvisDataset.load(val_uri), model.config)
     return evaluate_ytvis(val_uri, results)
 
 

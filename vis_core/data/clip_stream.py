@@ -25,17 +25,11 @@ from vis_core.data.augment import (
 )
 from vis_core.data.clips import Clip, load_clip, sample_frame_indices
 from vis_core.data.coco import CocoDataset
-from vis_core.data.ytvis import Category, YtvisDataset
+from vis_core.data.ytvis import YtvisDataset
 
 
 class ClipSource(Protocol):
     def sample(self, num_frames: int, rng: np.random.Generator) -> Clip: ...
-
-
-def labels_by_name(categories: Sequence[Category], class_names: Sequence[str]) -> dict[int, int]:
-    """Dataset category id -> contiguous model label, for categories the model knows."""
-    index = {name: label for label, name in enumerate(class_names)}
-    return {c.id: index[c.name] for c in categories if c.name in index}
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,14 @@ class FrameDetector(nn.Module):
         pad_w = -width % self.size_divisibility
         return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
 
+    def mask_features(self, images: Tensor) -> Tensor:
+        """clip_mask_features `[N, C, h, w]` alone: backbone and pixel decoder, no frame
+        decoder (video inference recomputes VITA's mask features this way on long videos).
+
+        images: normalised, padded `[N, 3, H, W]` (see `preprocess`).
+        """
+        return self.pixel_decoder(self.backbone(images)).clip_mask_features
+
     def forward(self, images: Tensor) -> FrameDetections:
         """images: normalised, padded `[N, 3, H, W]` (see `preprocess`)."""
         features = self.backbone(images)

@@ -1,0 +1,33 @@
+"""Video inference: VITA's video segmenter, the per-frame baseline, their instances."""
+
+from vis_core.inference.instances import VideoInstances
+from vis_core.inference.per_frame import (
+    FrameDetection,
+    GreedyIouLinker,
+    PerFrameConfig,
+    PerFrameSegmenter,
+    Track,
+    link_detections,
+    tracks_to_instances,
+)
+from vis_core.inference.segmenter import (
+    FrameSource,
+    FrameSourceError,
+    VideoSegmenter,
+    resized_input_size,
+)
+
+__all__ = [
+    "FrameDetection",
+    "FrameSource",
+    "FrameSourceError",
+    "GreedyIouLinker",
+    "PerFrameConfig",
+    "PerFrameSegmenter",
+    "Track",
+    "VideoInstances",
+    "VideoSegmenter",
+    "link_detections",
+    "resized_input_size",
+    "tracks_to_instances",
+]

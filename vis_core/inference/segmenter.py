@@ -1,0 +1,411 @@
+"""VITA video inference: the frames of one video -> `VideoInstances` (reference section 3).
+
+1. Each frame is resized so its shorter side is `min_size_test` (the longer at most
+   `max_size_test`), normalised and zero-padded by `FrameDetector.preprocess`.
+2. First pass: the detector runs in chunks of `detector_chunk_frames`; only the last
+   layer's frame queries `[t, Q, C]` are kept and, while the video has at most
+   `long_video_frames` frames, VITA's projected mask features `[t, C, h, w]` too (on the
+   device). Past that count the stored features are dropped and the second pass
+   recomputes them chunk by chunk (backbone and pixel decoder only), so memory does not
+   grow with mask features x length: only the frame queries and the RLE strings do.
+3. VITA runs once over all frame queries `[1, 1, T, Q, C]`.
+4. The top-k (video query, class) pairs by class probability are kept.
+5. Masks are made `mask_chunk_frames` frames at a time: mask logits, upsampled to the
+   padded input, cropped to the resized frame, scored by their mean foreground
+   probability, resized to the original size, thresholded at 0 and RLE-encoded.
+
+Frames come from a `FrameSource`: a callable returning a fresh iterator of RGB frames
+`[H, W, 3]` uint8 at the original size (called twice on long videos), or a re-iterable such
+as a list. A one-shot iterator is refused, since the long path must read the frames twice.
+
+Dimension letters: T frames, t a chunk of them, Q frame queries, cQ video queries, C
+channels, K classes, k selected instances, H x W the original frame size, H' x W' the padded
+input, h x w = H'/4 x W'/4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from vis_core import masks
+from vis_core.inference.instances import VideoInstances
+from vis_core.masks import RLE
+from vis_core.modeling.config import InferenceConfig, InputConfig
+from vis_core.modeling.frame_detector import FrameDetector
+from vis_core.modeling.vita import frame_foreground_probability
+from vis_core.modeling.vita_model import VitaModel
+
+FrameSource = Callable[[], Iterable[np.ndarray]] | Iterable[np.ndarray]
+INFERENCE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Added to the foreground pixel count when averaging probabilities (official value).
+SCORE_EPSILON = 1e-6
+
+
+class FrameSourceError(ValueError):
+    """The frames cannot be segmented: none, not RGB uint8, mixed sizes, or a different
+    frame count when read the second time."""
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """A frame's size through preprocessing: original (height, width), resized (what the
+    network sees), padded (the resized size rounded up to the size divisibility)."""
+
+    height: int
+    width: int
+    resized_height: int
+    resized_width: int
+    padded_height: int
+    padded_width: int
+
+
+@dataclass(frozen=True)
+class MaskChunk:
+    """Masks of k instances over t frames, from their stride-4 logits.
+
+    soft_sum `[k, t]`: sum of sigmoid probabilities over the foreground pixels (sigmoid >
+    0.5) at the resized input size; hard_count `[k, t]`: the number of those pixels; masks
+    `[k, t, H, W]` bool numpy at the original size.
+    """
+
+    soft_sum: Tensor
+    hard_count: Tensor
+    masks: np.ndarray
+
+
+def resized_input_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """detectron2's test-time `ResizeShortestEdge`: the shorter side becomes `min_size`
+    unless the longer would then exceed `max_size` (then the longer side is `max_size`);
+    sides are rounded half up."""
+    scale = min_size / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def open_frames(source: FrameSource) -> Iterator[np.ndarray]:
+    """A fresh iterator over the frames of `source` (see the module docstring)."""
+    iterable = source() if callable(source) else source
+    iterator = iter(iterable)
+    if not callable(source) and iterator is iterable:
+        raise TypeError(
+            "frames must be a callable returning a fresh iterator (e.g. `lambda: "
+            "iter_frames(...)`) or a re-iterable such as a list: a one-shot iterator cannot "
+            "be read twice, which long videos need"
+        )
+    return iterator
+
+
+def inference_autocast(
+    device: torch.device, dtype: torch.dtype
+) -> contextlib.AbstractContextManager:
+    """Autocast to `dtype` on `device`, or nothing for float32."""
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be one of {INFERENCE_DTYPES}, got {dtype}")
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class FramePreparer:
+    """RGB frames -> detector inputs, chunk by chunk, on the device.
+
+    Frames are resized with antialiased bilinear interpolation (as PIL, which detectron2
+    uses) and rounded back to uint8, then normalised and padded by `detector.preprocess`.
+    """
+
+    def __init__(self, detector: FrameDetector, input_config: InputConfig, device: torch.device):
+        self.detector = detector
+        self.input_config = input_config
+        self.device = device
+
+    def geometry(self, height: int, width: int) -> InputGeometry:
+        resized_height, resized_width = resized_input_size(
+            height, width, self.input_config.min_size_test, self.input_config.max_size_test
+        )
+        divisor = self.input_config.size_divisibility
+        return InputGeometry(
+            height=height,
+            width=width,
+            resized_height=resized_height,
+            resized_width=resized_width,
+            padded_height=resized_height + (-resized_height % divisor),
+            padded_width=resized_width + (-resized_width % divisor),
+        )
+
+    def chunks(
+        self, source: FrameSource, chunk_frames: int, expected: InputGeometry | None = None
+    ) -> Iterator[tuple[Tensor, InputGeometry]]:
+        """Yield `(images [t, 3, H', W'], geometry)` for consecutive chunks of at most
+        `chunk_frames` frames. Every frame must have the size of the first (or of
+        `expected`)."""
+        geometry = expected
+        for frames in _frame_batches(open_frames(source), chunk_frames):
+            height, width = frames.shape[1:3]
+            if geometry is None:
+                geometry = self.geometry(height, width)
+            elif (height, width) != (geometry.height, geometry.width):
+                raise FrameSourceError(
+                    f"frame of {height}x{width} in a video of {geometry.height}x{geometry.width}"
+                )
+            yield self._prepare(frames, geometry), geometry
+
+    def _prepare(self, frames: np.ndarray, geometry: InputGeometry) -> Tensor:
+        batch = torch.from_numpy(frames).to(self.device)  # [t, H, W, 3] uint8
+        resized = (geometry.resized_height, geometry.resized_width)
+        if resized != (geometry.height, geometry.width):
+            images = F.interpolate(
+                batch.permute(0, 3, 1, 2).float(),
+                size=resized,
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+            batch = images.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return self.detector.preprocess(batch)
+
+
+def _frame_batches(frames: Iterator[np.ndarray], chunk_frames: int) -> Iterator[np.ndarray]:
+    """Group frames `[H, W, 3]` uint8 into batches `[t, H, W, 3]`, checking each."""
+    batch: list[np.ndarray] = []
+    for index, frame in enumerate(frames):
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+            raise FrameSourceError(
+                f"frame {index} must be a uint8 numpy array, got "
+                f"{getattr(frame, 'dtype', type(frame).__name__)}"
+            )
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+            raise FrameSourceError(f"frame {index} must be RGB [H, W, 3], got {frame.shape}")
+        if batch and frame.shape != batch[0].shape:
+            raise FrameSourceError(
+                f"frame {index} is {frame.shape[0]}x{frame.shape[1]}, the video "
+                f"{batch[0].shape[0]}x{batch[0].shape[1]}"
+            )
+        batch.append(frame)
+        if len(batch) == chunk_frames:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
+
+
+def masks_from_logits(logits: Tensor, geometry: InputGeometry) -> MaskChunk:
+    """Stride-4 mask logits `[k, t, h, w]` of the padded input -> `MaskChunk`.
+
+    Bilinear (align_corners=False) to the padded input size, crop to the resized frame,
+    score there, then bilinear to the original size and threshold the logits at 0.
+    """
+    padded = F.interpolate(
+        logits.float(),
+        size=(geometry.padded_height, geometry.padded_width),
+        mode="bilinear",
+        align_corners=False,
+    )
+    cropped = padded[:, :, : geometry.resized_height, : geometry.resized_width]
+    soft = cropped.sigmoid()
+    hard = soft > 0.5
+    soft_sum = (soft * hard).flatten(2).sum(-1)
+    hard_count = hard.flatten(2).sum(-1).float()
+    del padded, soft, hard
+    original = F.interpolate(
+        cropped, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False
+    )
+    return MaskChunk(soft_sum=soft_sum, hard_count=hard_count, masks=(original > 0).cpu().numpy())
+
+
+def encode_tracks(chunk_masks: np.ndarray) -> list[list[RLE]]:
+    """Masks `[k, t, H, W]` -> k lists of t compressed RLE dicts (one pycocotools call)."""
+    count, frames = chunk_masks.shape[:2]
+    flat = masks.encode(chunk_masks.reshape(count * frames, *chunk_masks.shape[2:]))
+    return [flat[index * frames : (index + 1) * frames] for index in range(count)]
+
+
+@dataclass(frozen=True)
+class VideoQuerySelection:
+    """The top-k (video query, class) pairs of one video.
+
+    class_scores `[k]`: class probability; labels `[k]`: class index (idx % K); queries
+    `[k]`: video query (idx // K, a query may appear with several classes); mask_embed
+    `[k, C]`: the selected queries' mask embeddings.
+    """
+
+    class_scores: Tensor
+    labels: Tensor
+    queries: Tensor
+    mask_embed: Tensor
+
+
+def select_video_queries(
+    pred_logits: Tensor, pred_mask_embed: Tensor, top_k: int
+) -> VideoQuerySelection:
+    """pred_logits `[cQ, K+1]` (no-object last), pred_mask_embed `[cQ, C]` -> the top-k
+    (query, class) pairs by class probability, best first."""
+    num_classes = pred_logits.shape[-1] - 1
+    scores = pred_logits.float().softmax(-1)[:, :-1]  # [cQ, K]
+    class_scores, flat_index = scores.flatten().topk(top_k, sorted=True)
+    queries = flat_index // num_classes
+    return VideoQuerySelection(
+        class_scores=class_scores,
+        labels=flat_index % num_classes,
+        queries=queries,
+        mask_embed=pred_mask_embed[queries],
+    )
+
+
+@dataclass(frozen=True)
+class _FirstPass:
+    """frame_queries `[T, Q, C]`; foreground `[T, Q]` (only when VITA prunes tokens);
+    mask_features: VITA's projected features `[t, C, h, w]` per detector chunk, or None
+    on the long path."""
+
+    frame_queries: Tensor
+    foreground: Tensor | None
+    mask_features: tuple[Tensor, ...] | None
+    geometry: InputGeometry
+
+
+class VideoSegmenter:
+    """VITA inference on whole videos of any length (see the module docstring).
+
+    The model is put in eval mode and moved to `device` (default: where its parameters
+    are). `dtype` bfloat16 or float16 runs under autocast, as the official evaluation does.
+    `config` defaults to `model.config.inference`.
+    """
+
+    def __init__(
+        self,
+        model: VitaModel,
+        config: InferenceConfig | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.model = model.to(self.device).eval()
+        self.config = config or model.config.inference
+        self.dtype = dtype
+        inference_autocast(self.device, dtype)  # validates dtype
+        _check_config(self.config, model)
+        self.frames = FramePreparer(model.detector, model.config.input, self.device)
+        self.prunes_tokens = model.config.vita.token_keep_ratio < 1.0
+
+    def segment(self, frames: FrameSource) -> VideoInstances:
+        """Segment one video; `frames` yields RGB `[H, W, 3]` uint8 frames (module docstring).
+
+        Returns `top_k` instances with masks at the original H x W for every frame.
+        """
+        with torch.inference_mode(), inference_autocast(self.device, self.dtype):
+            first = self._first_pass(frames)
+            frame_queries = first.frame_queries[None, None]  # [1, 1, T, Q, C]
+            foreground = None if first.foreground is None else first.foreground[None, None]
+            video = self.model.vita(frame_queries, frame_fg_prob=foreground)
+            selection = select_video_queries(
+                video.pred_logits[0, 0], video.pred_mask_embed[0, 0], self.config.top_k
+            )
+            num_frames = first.frame_queries.shape[0]
+            if first.mask_features is not None:
+                features: Iterable[Tensor] = first.mask_features
+            else:
+                features = self._recomputed_mask_features(frames, first.geometry, num_frames)
+            return self._decode_masks(selection, features, first.geometry, num_frames)
+
+    def _first_pass(self, frames: FrameSource) -> _FirstPass:
+        queries: list[Tensor] = []
+        foreground: list[Tensor] = []
+        stored: list[Tensor] | None = []
+        geometry = None
+        count = 0
+        chunks = self.frames.chunks(frames, self.config.detector_chunk_frames)
+        for images, chunk_geometry in chunks:
+            geometry = chunk_geometry
+            detections = self.model.detector(images)
+            queries.append(detections.frame_queries[-1])  # [t, Q, C]
+            if self.prunes_tokens:
+                foreground.append(frame_foreground_probability(detections.pred_logits))
+            count += images.shape[0]
+            if stored is not None and count <= self.config.long_video_frames:
+                stored.append(self.model.vita.project_mask_features(detections.clip_mask_features))
+            else:
+                stored = None  # long video: the second pass recomputes them chunk by chunk
+            del detections, images
+        if geometry is None:
+            raise FrameSourceError("the video has no frames")
+        return _FirstPass(
+            frame_queries=torch.cat(queries),
+            foreground=torch.cat(foreground) if self.prunes_tokens else None,
+            mask_features=None if stored is None else tuple(stored),
+            geometry=geometry,
+        )
+
+    def _recomputed_mask_features(
+        self, frames: FrameSource, geometry: InputGeometry, num_frames: int
+    ) -> Iterator[Tensor]:
+        """Second pass: VITA's mask features `[t, C, h, w]` per detector chunk."""
+        seen = 0
+        for images, _ in self.frames.chunks(frames, self.config.detector_chunk_frames, geometry):
+            seen += images.shape[0]
+            if seen > num_frames:
+                break
+            features = self.model.detector.mask_features(images)
+            del images
+            yield self.model.vita.project_mask_features(features)
+        if seen != num_frames:
+            raise FrameSourceError(
+                f"the frame source gave {num_frames} frames on the first pass and "
+                f"{'more' if seen > num_frames else seen} on the second"
+            )
+
+    def _decode_masks(
+        self,
+        selection: VideoQuerySelection,
+        feature_chunks: Iterable[Tensor],
+        geometry: InputGeometry,
+        num_frames: int,
+    ) -> VideoInstances:
+        count = selection.labels.shape[0]
+        soft_sum = torch.zeros(count, device=self.device)
+        hard_count = torch.zeros(count, device=self.device)
+        tracks: list[list[RLE]] = [[] for _ in range(count)]
+        step = self.config.mask_chunk_frames
+        for features in feature_chunks:
+            for start in range(0, features.shape[0], step):
+                logits = self.model.vita.video_mask_logits(
+                    selection.mask_embed, features[start : start + step]
+                )  # [k, t, h, w]
+                chunk = masks_from_logits(logits, geometry)
+                soft_sum += chunk.soft_sum.sum(1)
+                hard_count += chunk.hard_count.sum(1)
+                for track, rles in zip(tracks, encode_tracks(chunk.masks), strict=True):
+                    track.extend(rles)
+        scores = selection.class_scores * soft_sum / (hard_count + SCORE_EPSILON)
+        return VideoInstances(
+            num_frames=num_frames,
+            height=geometry.height,
+            width=geometry.width,
+            scores=scores.float().cpu().numpy(),
+            labels=selection.labels.cpu().numpy().astype(np.int64),
+            masks=tuple(tuple(track) for track in tracks),
+        )
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _check_config(config: InferenceConfig, model: VitaModel) -> None:
+    pairs = model.config.vita.num_queries * model.config.num_classes
+    if not 1 <= config.top_k <= pairs:
+        raise ValueError(
+            f"top_k must lie in [1, {pairs}] (video queries x classes), got {config.top_k}"
+        )
+    for name in ("detector_chunk_frames", "mask_chunk_frames"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.long_video_frames < 0:
+        raise ValueError(f"long_video_frames must be >= 0, got {config.long_video_frames}")
