@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "jobs.convert_checkpoint",
     "jobs.demo",
     "jobs.train",
+    "jobs.segment",
 )
 
 

@@ -7,6 +7,7 @@ readable with `torch.load(weights_only=True)`, so opening a model file runs no c
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,19 +17,33 @@ from vis_core.modeling.vita_model import VitaModel
 from vis_core.storage import open_fs
 
 FORMAT = "vis-model/1"
+# The model shipped in the package (see vis_core/weights/README.md).
+DEFAULT_MODEL_FILE = Path(__file__).resolve().parents[1] / "weights" / "vita_small_synth.vis.pt"
 
 
 class ModelFileError(ValueError):
     """The file is not a readable vis model file."""
 
 
-def save_model(uri: str, model: VitaModel, metadata: dict[str, Any] | None = None) -> None:
-    """Write `model` (config and weights) to a local path or fsspec URI."""
+def save_model(
+    uri: str,
+    model: VitaModel,
+    metadata: dict[str, Any] | None = None,
+    weights_dtype: torch.dtype | None = None,
+) -> None:
+    """Write `model` (config and weights) to a local path or fsspec URI.
+
+    weights_dtype: store floating-point tensors in this type (e.g. float16 halves a
+    shipped file); loading casts them back to the model's type.
+    """
     buffer = io.BytesIO()
+    state = model.state_dict()
+    if weights_dtype is not None:
+        state = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in state.items()}
     payload = {
         "format": FORMAT,
         "config": config_to_dict(model.config),
-        "model": model.state_dict(),
+        "model": state,
         "metadata": metadata or {},
     }
     torch.save(payload, buffer)
@@ -40,8 +55,12 @@ def save_model(uri: str, model: VitaModel, metadata: dict[str, Any] | None = Non
         file.write(buffer.getvalue())
 
 
-def load_model(uri: str, device: str | torch.device = "cpu") -> VitaModel:
-    """Rebuild the model saved at `uri`, in eval mode."""
+def load_model(uri: str | None = None, device: str | torch.device = "cpu") -> VitaModel:
+    """Rebuild the model saved at `uri` (default: the shipped model), in eval mode."""
+    if uri is None:
+        if not DEFAULT_MODEL_FILE.is_file():
+            raise ModelFileError(f"the shipped model is missing: {DEFAULT_MODEL_FILE}")
+        uri = str(DEFAULT_MODEL_FILE)
     fs, path = open_fs(uri)
     if not fs.exists(path):
         raise ModelFileError(f"model file not found: {uri}")
