@@ -1,5 +1,6 @@
 """Video inference: VITA's video segmenter, the per-frame baseline, their instances."""
 
+from vis_core.inference.frames import FrameSource, FrameSourceError, resized_input_size
 from vis_core.inference.instances import VideoInstances
 from vis_core.inference.per_frame import (
     FrameDetection,
@@ -10,12 +11,7 @@ from vis_core.inference.per_frame import (
     link_detections,
     tracks_to_instances,
 )
-from vis_core.inference.segmenter import (
-    FrameSource,
-    FrameSourceError,
-    VideoSegmenter,
-    resized_input_size,
-)
+from vis_core.inference.segmenter import VideoSegmenter
 
 __all__ = [
     "FrameDetection",

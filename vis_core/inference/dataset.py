@@ -12,8 +12,8 @@ from typing import Any, Protocol
 from vis_core.data.frames import iter_frames
 from vis_core.data.labels import NO_CATEGORY, category_of_label
 from vis_core.data.ytvis import YtvisDataset
+from vis_core.inference.frames import FrameSource
 from vis_core.inference.instances import VideoInstances
-from vis_core.inference.segmenter import FrameSource
 from vis_core.modeling.config import ModelConfig
 
 

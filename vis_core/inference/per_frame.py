@@ -27,16 +27,9 @@ import torch
 from torch import Tensor
 
 from vis_core import masks
+from vis_core.inference.frames import FramePreparer, FrameSource, FrameSourceError, InputGeometry
 from vis_core.inference.instances import VideoInstances
-from vis_core.inference.segmenter import (
-    SCORE_EPSILON,
-    FramePreparer,
-    FrameSource,
-    FrameSourceError,
-    InputGeometry,
-    inference_autocast,
-    masks_from_logits,
-)
+from vis_core.inference.segmenter import SCORE_EPSILON, inference_autocast, masks_from_logits
 from vis_core.masks import RLE
 from vis_core.modeling.vita_model import VitaModel
 

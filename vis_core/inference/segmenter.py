@@ -26,7 +26,7 @@ input, h x w = H'/4 x W'/4.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,35 +35,21 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from vis_core import masks
+from vis_core.inference.frames import (
+    FramePreparer,
+    FrameSource,
+    FrameSourceError,
+    InputGeometry,
+)
 from vis_core.inference.instances import VideoInstances
 from vis_core.masks import RLE
-from vis_core.modeling.config import InferenceConfig, InputConfig
-from vis_core.modeling.frame_detector import FrameDetector
+from vis_core.modeling.config import InferenceConfig
 from vis_core.modeling.vita import frame_foreground_probability
 from vis_core.modeling.vita_model import VitaModel
 
-FrameSource = Callable[[], Iterable[np.ndarray]] | Iterable[np.ndarray]
 INFERENCE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Added to the foreground pixel count when averaging probabilities (official value).
 SCORE_EPSILON = 1e-6
-
-
-class FrameSourceError(ValueError):
-    """The frames cannot be segmented: none, not RGB uint8, mixed sizes, or a different
-    frame count when read the second time."""
-
-
-@dataclass(frozen=True)
-class InputGeometry:
-    """A frame's size through preprocessing: original (height, width), resized (what the
-    network sees), padded (the resized size rounded up to the size divisibility)."""
-
-    height: int
-    width: int
-    resized_height: int
-    resized_width: int
-    padded_height: int
-    padded_width: int
 
 
 @dataclass(frozen=True)
@@ -80,29 +66,6 @@ class MaskChunk:
     masks: np.ndarray
 
 
-def resized_input_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """detectron2's test-time `ResizeShortestEdge`: the shorter side becomes `min_size`
-    unless the longer would then exceed `max_size` (then the longer side is `max_size`);
-    sides are rounded half up."""
-    scale = min_size / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
-def open_frames(source: FrameSource) -> Iterator[np.ndarray]:
-    """A fresh iterator over the frames of `source` (see the module docstring)."""
-    iterable = source() if callable(source) else source
-    iterator = iter(iterable)
-    if not callable(source) and iterator is iterable:
-        raise TypeError(
-            "frames must be a callable returning a fresh iterator (e.g. `lambda: "
-            "iter_frames(...)`) or a re-iterable such as a list: a one-shot iterator cannot "
-            "be read twice, which long videos need"
-        )
-    return iterator
-
-
 def inference_autocast(
     device: torch.device, dtype: torch.dtype
 ) -> contextlib.AbstractContextManager:
@@ -112,88 +75,6 @@ def inference_autocast(
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
-
-
-class FramePreparer:
-    """RGB frames -> detector inputs, chunk by chunk, on the device.
-
-    Frames are resized with antialiased bilinear interpolation (as PIL, which detectron2
-    uses) and rounded back to uint8, then normalised and padded by `detector.preprocess`.
-    """
-
-    def __init__(self, detector: FrameDetector, input_config: InputConfig, device: torch.device):
-        self.detector = detector
-        self.input_config = input_config
-        self.device = device
-
-    def geometry(self, height: int, width: int) -> InputGeometry:
-        resized_height, resized_width = resized_input_size(
-            height, width, self.input_config.min_size_test, self.input_config.max_size_test
-        )
-        divisor = self.input_config.size_divisibility
-        return InputGeometry(
-            height=height,
-            width=width,
-            resized_height=resized_height,
-            resized_width=resized_width,
-            padded_height=resized_height + (-resized_height % divisor),
-            padded_width=resized_width + (-resized_width % divisor),
-        )
-
-    def chunks(
-        self, source: FrameSource, chunk_frames: int, expected: InputGeometry | None = None
-    ) -> Iterator[tuple[Tensor, InputGeometry]]:
-        """Yield `(images [t, 3, H', W'], geometry)` for consecutive chunks of at most
-        `chunk_frames` frames. Every frame must have the size of the first (or of
-        `expected`)."""
-        geometry = expected
-        for frames in _frame_batches(open_frames(source), chunk_frames):
-            height, width = frames.shape[1:3]
-            if geometry is None:
-                geometry = self.geometry(height, width)
-            elif (height, width) != (geometry.height, geometry.width):
-                raise FrameSourceError(
-                    f"frame of {height}x{width} in a video of {geometry.height}x{geometry.width}"
-                )
-            yield self._prepare(frames, geometry), geometry
-
-    def _prepare(self, frames: np.ndarray, geometry: InputGeometry) -> Tensor:
-        batch = torch.from_numpy(frames).to(self.device)  # [t, H, W, 3] uint8
-        resized = (geometry.resized_height, geometry.resized_width)
-        if resized != (geometry.height, geometry.width):
-            images = F.interpolate(
-                batch.permute(0, 3, 1, 2).float(),
-                size=resized,
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )
-            batch = images.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        return self.detector.preprocess(batch)
-
-
-def _frame_batches(frames: Iterator[np.ndarray], chunk_frames: int) -> Iterator[np.ndarray]:
-    """Group frames `[H, W, 3]` uint8 into batches `[t, H, W, 3]`, checking each."""
-    batch: list[np.ndarray] = []
-    for index, frame in enumerate(frames):
-        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
-            raise FrameSourceError(
-                f"frame {index} must be a uint8 numpy array, got "
-                f"{getattr(frame, 'dtype', type(frame).__name__)}"
-            )
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
-            raise FrameSourceError(f"frame {index} must be RGB [H, W, 3], got {frame.shape}")
-        if batch and frame.shape != batch[0].shape:
-            raise FrameSourceError(
-                f"frame {index} is {frame.shape[0]}x{frame.shape[1]}, the video "
-                f"{batch[0].shape[0]}x{batch[0].shape[1]}"
-            )
-        batch.append(frame)
-        if len(batch) == chunk_frames:
-            yield np.stack(batch)
-            batch = []
-    if batch:
-        yield np.stack(batch)
 
 
 def masks_from_logits(logits: Tensor, geometry: InputGeometry) -> MaskChunk:
