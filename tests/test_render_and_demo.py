@@ -1,9 +1,15 @@
 """Mask overlays, contact sheets and PNGs; the embedded-default demo end to end."""
 
+import json
+
 import av
 import numpy as np
+import torch
 
 from jobs.cli import main
+from vis_core.modeling.model_file import save_model
+from vis_core.modeling.presets import vita_small_synth
+from vis_core.modeling.vita_model import VitaModel
 from vis_core.render.overlay import contact_sheet, instance_colors, overlay_masks, write_png
 
 
@@ -32,11 +38,20 @@ def test_contact_sheet_and_png_round_trip(tmp_path):
     np.testing.assert_array_equal(decoded, sheet)  # PNG is lossless
 
 
-def test_demo_writes_a_corpus_and_previews(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--videos", "2", "--previews", "1"]) == 0
+def test_demo_writes_a_corpus_results_and_previews(tmp_path, capsys):
+    torch.manual_seed(0)
+    model_file = str(tmp_path / "model.vis.pt")
+    save_model(model_file, VitaModel(vita_small_synth()))
+    args = ["demo", "--out", str(tmp_path), "--videos", "2", "--previews", "1"]
+    assert main([*args, "--model", model_file]) == 0
     assert (tmp_path / "corpus" / "annotations.json").is_file()
     assert len(list((tmp_path / "corpus" / "videos").glob("*.mp4"))) == 2
-    (preview,) = (tmp_path / "previews").glob("*.png")
-    with av.open(str(preview)) as container:
-        assert next(container.decode(video=0)).width > 320
-    assert "instances per video" in capsys.readouterr().out
+    assert isinstance(json.loads((tmp_path / "results.json").read_text()), list)
+    names = sorted(path.name for path in (tmp_path / "previews").glob("*.png"))
+    assert len(names) == 2  # ground truth and predictions of one video
+    assert names[0].endswith("_ground_truth.png") and names[1].endswith("_predictions.png")
+    for preview in (tmp_path / "previews").glob("*.png"):
+        with av.open(str(preview)) as container:
+            assert next(container.decode(video=0)).width > 320
+    out = capsys.readouterr().out
+    assert "instances per video" in out and "AP50" in out
