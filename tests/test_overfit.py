@@ -24,12 +24,13 @@ from vis_core.training.step import train_step
 HEIGHT, WIDTH, FRAMES = 96, 128, 4
 
 
-def _one_clip() -> Clip:
+def _one_clip(instances: int, seed: int, repeat_category_prob: float) -> Clip:
     config = preset("val").replace(
-        width=WIDTH, height=HEIGHT, frames=(FRAMES, FRAMES), instances=(2, 2),
+        width=WIDTH, height=HEIGHT, frames=(FRAMES, FRAMES), instances=(instances, instances),
         occluders=(0, 0), radius=(0.2, 0.3), noise_sigma=(1.0, 1.0),
+        repeat_category_prob=repeat_category_prob,
     )  # fmt: skip
-    scene, rendered = synthesize_video(config, seed=11, index=0)
+    scene, rendered = synthesize_video(config, seed=seed, index=0)
     ids = [k for k in range(1, len(scene.objects) + 1) if (rendered.labels == k).any()]
     return Clip(
         frames=rendered.frames,
@@ -47,7 +48,14 @@ def _video_iou(prediction: tuple, truth: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_small_model_overfits_one_clip():
+@pytest.mark.parametrize(
+    ("instances", "seed", "repeat_category_prob", "labels"),
+    [
+        (2, 11, 0.4, [5, 5]),  # two instances of one class: association must tell them apart
+        (3, 12, 0.0, [0, 5, 4]),  # three classes: each label must land on its own instance
+    ],
+)
+def test_small_model_overfits_one_clip(instances, seed, repeat_category_prob, labels):
     torch.manual_seed(0)
     base = vita_small_synth()
     config = type(base)(**{**base.__dict__, "input": InputConfig(min_size_test=HEIGHT)})
@@ -56,7 +64,8 @@ def test_small_model_overfits_one_clip():
     optimizer = build_optimizer(
         model, OptimConfig(lr=1e-3, weight_decay=0.0, backbone_multiplier=1.0)
     )
-    clip = _one_clip()
+    clip = _one_clip(instances, seed, repeat_category_prob)
+    assert clip.labels.tolist() == labels
     batch = ClipBatch.from_clips([clip])
     losses = [train_step(model, criterion, optimizer, batch, clip_grad_norm=1.0).loss]
     for _ in range(299):
