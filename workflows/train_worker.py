@@ -186,7 +186,11 @@ def train_worker(loop_config: Mapping[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             state = TrainState.load(folder)
         model.load_state_dict(state.model)
-    model = ray.train.torch.prepare_model(model)
+    # A batch whose clips hold no instance leaves some heads without a gradient (seen as a
+    # DDP reduction error in the first long run), so DDP must look for unused parameters.
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": True}
+    )
     core: VitaModel = (
         model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     )
