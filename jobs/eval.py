@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vis_core.evaluation import EvaluationInputError, evaluate_ytvis
-    from vis_core.storage import open_fs
+    from vis_core.storage import open_output
 
     try:
         metrics = evaluate_ytvis(args.gt, args.results)
@@ -36,13 +36,9 @@ def run(args: argparse.Namespace) -> int:
     print(metrics.format_table())
     if args.out:
         try:
-            fs, path = open_fs(args.out)
-            parent = path.rsplit("/", 1)[0] if "/" in path else ""
-            if parent:
-                fs.makedirs(parent, exist_ok=True)
-            with fs.open(path, "w") as file:
-                json.dump(metrics.to_json_dict(), file, indent=2)
-                file.write("\n")
+            text = json.dumps(metrics.to_json_dict(), indent=2) + "\n"
+            with open_output(args.out) as file:
+                file.write(text.encode())
         except OSError as error:
             return _fail(error)
         print(f"metrics written to {args.out}")

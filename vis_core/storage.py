@@ -23,6 +23,15 @@ def open_fs(uri: str, **storage_options: Any) -> tuple[AbstractFileSystem, str]:
     return fs, path.rstrip("/") or path
 
 
+def open_output(uri: str, **storage_options: Any) -> Any:
+    """Open `uri` for binary writing, creating its parent folder (needed on local disks)."""
+    fs, path = open_fs(uri, **storage_options)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    return fs.open(path, "wb")
+
+
 def join(root: str, *parts: str) -> str:
     """Join a path inside a filesystem with POSIX relative parts."""
     return posixpath.join(root, *parts)

@@ -14,7 +14,7 @@ import torch
 
 from vis_core.modeling.config import config_from_dict, config_to_dict
 from vis_core.modeling.vita_model import VitaModel
-from vis_core.storage import open_fs
+from vis_core.storage import open_fs, open_output
 
 FORMAT = "vis-model/1"
 # The model shipped in the package (see vis_core/weights/README.md).
@@ -47,11 +47,7 @@ def save_model(
         "metadata": metadata or {},
     }
     torch.save(payload, buffer)
-    fs, path = open_fs(uri)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as file:
+    with open_output(uri) as file:
         file.write(buffer.getvalue())
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import av
 import numpy as np
 
-from vis_core.storage import open_fs
+from vis_core.storage import open_output
 
 
 def instance_colors(count: int) -> np.ndarray:
@@ -69,11 +69,7 @@ def write_png(uri: str, image: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    fs, path = open_fs(uri)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "wb") as file:
+    with open_output(uri) as file:
         file.write(buffer.getvalue())
 
 

@@ -15,7 +15,7 @@ from types import TracebackType
 import av
 import numpy as np
 
-from vis_core.storage import open_fs
+from vis_core.storage import open_output
 
 # Past this size the spooled buffer moves from memory to a temporary file on disk.
 _SPOOL_BYTES = 64 * 1024 * 1024
@@ -74,11 +74,7 @@ class Mp4Writer:
         self._container.close()
         self._container = None
         self._buffer.seek(0)
-        fs, path = open_fs(self.uri)
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        with fs.open(path, "wb") as destination:
+        with open_output(self.uri) as destination:
             shutil.copyfileobj(self._buffer, destination)
         self._buffer.close()
 
