@@ -256,13 +256,18 @@ def test_similarity_loss_is_the_masked_bce_of_raw_dot_products():
         rows += [video.pred_cq_embed[layer, 0, 0], video.pred_cq_embed[layer, 0, 1]]
         ids += [5, 6]
         entries += [layer, layer]
+    expected = _reference_similarity_loss(rows, ids, entries)
+    assert terms["loss_vita_sim"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def _reference_similarity_loss(rows: list, ids: list, entries: list) -> float:
+    """BCE on raw dot products of every pair from the same (layer, clip) entry."""
     embedding = torch.stack(rows)
     ids, entries = torch.tensor(ids), torch.tensor(entries)
     same_entry = (entries[:, None] == entries[None]).float()
     target = ((ids[:, None] == ids[None]) & (same_entry > 0)).float()
     loss = F.binary_cross_entropy_with_logits(embedding @ embedding.T, target, reduction="none")
-    expected = (loss * same_entry).sum() / same_entry.sum()
-    assert terms["loss_vita_sim"].item() == pytest.approx(expected.item(), rel=1e-5)
+    return ((loss * same_entry).sum() / same_entry.sum()).item()
 
 
 def test_similarity_loss_is_lower_when_frame_and_clip_embeddings_agree():
@@ -293,13 +298,8 @@ def test_similarity_loss_skips_frame_queries_removed_by_token_pruning():
         rows += [video.pred_cq_embed[layer, 0, 0], video.pred_cq_embed[layer, 0, 1]]
         ids += [5, 6]
         entries += [layer, layer]
-    embedding = torch.stack(rows)
-    ids, entries = torch.tensor(ids), torch.tensor(entries)
-    same_entry = (entries[:, None] == entries[None]).float()
-    target = ((ids[:, None] == ids[None]) & (same_entry > 0)).float()
-    loss = F.binary_cross_entropy_with_logits(embedding @ embedding.T, target, reduction="none")
-    expected = (loss * same_entry).sum() / same_entry.sum()
-    assert terms["loss_vita_sim"].item() == pytest.approx(expected.item(), rel=1e-5)
+    expected = _reference_similarity_loss(rows, ids, entries)
+    assert terms["loss_vita_sim"].item() == pytest.approx(expected, rel=1e-5)
 
 
 # VitaCriterion on the small model ---------------------------------------------------------
