@@ -130,7 +130,7 @@ def _randomise_norms(module: nn.Module) -> None:
 
 
 def test_bottleneck_block_matches_a_functional_reference():
-    block = BottleneckBlock(8, 16, width=4, stride=2)
+    block = BottleneckBlock(FrozenBatchNorm2d, 8, 16, width=4, stride=2)
     _randomise_norms(block)
     x = torch.randn(2, 8, 9, 11)
     out = F.relu(_reference_conv_bn(block.conv1, x))
@@ -141,7 +141,7 @@ def test_bottleneck_block_matches_a_functional_reference():
 
 
 def test_basic_block_matches_a_functional_reference():
-    block = BasicBlock(6, 6, stride=1)
+    block = BasicBlock(FrozenBatchNorm2d, 6, 6, stride=1)
     _randomise_norms(block)
     x = torch.randn(2, 6, 7, 5)
     out = F.relu(_reference_conv_bn(block.conv1, x))

@@ -3,11 +3,13 @@
 Keys below the `backbone.` prefix: `stem.conv1.{weight,norm.*}`, then stages `res2..res5`
 of blocks `res{s}.{b}` holding `conv1..conv3` (bottleneck) or `conv1..conv2` (basic) and,
 where the block changes the channel count, a `shortcut` projection. Every norm is a
-`FrozenBatchNorm2d`. Strides are in the 3x3 convolutions (detectron2 `STRIDE_IN_1X1 False`).
+`FrozenBatchNorm2d` (pretrained checkpoints) or a `GroupNorm` (training from scratch, see
+`BackboneConfig.norm`). Strides are in the 3x3 convolutions (detectron2 `STRIDE_IN_1X1 False`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -18,6 +20,9 @@ from vis_core.modeling.conv import ConvNormAct, FrozenBatchNorm2d, msra_fill
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 STAGE_STRIDES = (4, 8, 16, 32)
+BACKBONE_NORMS = ("frozen_bn", "group_norm")
+
+NormFactory = Callable[[int], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,22 @@ class BackboneFeatures:
     res5: Tensor
 
 
-def _conv_bn(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
+def norm_factory(config: BackboneConfig) -> NormFactory:
+    """The backbone's norm layer for a channel count."""
+    if config.norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if config.norm == "group_norm":
+        return lambda channels: nn.GroupNorm(config.group_norm_groups, channels)
+    raise ValueError(f"unknown backbone norm {config.norm!r}; use one of {BACKBONE_NORMS}")
+
+
+def _conv_norm(
+    norm: NormFactory,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
 ) -> ConvNormAct:
     conv = ConvNormAct(
         in_channels,
@@ -45,18 +64,25 @@ def _conv_bn(
         stride=stride,
         padding=padding,
         bias=False,
-        norm=FrozenBatchNorm2d(out_channels),
+        norm=norm(out_channels),
     )
     msra_fill(conv)
     return conv
 
 
-class BasicStem(nn.Module):
-    """7x7/2 conv + frozen BN + ReLU, then 3x3/2 max pool: `[N, 3, H, W] -> [N, C, H/4, W/4]`."""
+def _zero_init_residual(conv: ConvNormAct) -> None:
+    """Start a trainable block as the identity (Goyal et al. 2017): its last norm's scale
+    is zero. Frozen norms keep their checkpoint values."""
+    if isinstance(conv.norm, nn.GroupNorm):
+        nn.init.zeros_(conv.norm.weight)
 
-    def __init__(self, in_channels: int, out_channels: int):
+
+class BasicStem(nn.Module):
+    """7x7/2 conv + norm + ReLU, then 3x3/2 max pool: `[N, 3, H, W] -> [N, C, H/4, W/4]`."""
+
+    def __init__(self, norm: NormFactory, in_channels: int, out_channels: int):
         super().__init__()
-        self.conv1 = _conv_bn(in_channels, out_channels, 7, stride=2, padding=3)
+        self.conv1 = _conv_norm(norm, in_channels, out_channels, 7, stride=2, padding=3)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.conv1(x))
@@ -66,16 +92,19 @@ class BasicStem(nn.Module):
 class BottleneckBlock(nn.Module):
     """1x1 reduce, 3x3 (strided), 1x1 expand, plus the identity or a 1x1 projection."""
 
-    def __init__(self, in_channels: int, out_channels: int, width: int, stride: int):
+    def __init__(
+        self, norm: NormFactory, in_channels: int, out_channels: int, width: int, stride: int
+    ):
         super().__init__()
         self.shortcut = (
-            _conv_bn(in_channels, out_channels, 1, stride=stride)
+            _conv_norm(norm, in_channels, out_channels, 1, stride=stride)
             if in_channels != out_channels
             else None
         )
-        self.conv1 = _conv_bn(in_channels, width, 1)
-        self.conv2 = _conv_bn(width, width, 3, stride=stride, padding=1)
-        self.conv3 = _conv_bn(width, out_channels, 1)
+        self.conv1 = _conv_norm(norm, in_channels, width, 1)
+        self.conv2 = _conv_norm(norm, width, width, 3, stride=stride, padding=1)
+        self.conv3 = _conv_norm(norm, width, out_channels, 1)
+        _zero_init_residual(self.conv3)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.conv1(x))
@@ -88,15 +117,16 @@ class BottleneckBlock(nn.Module):
 class BasicBlock(nn.Module):
     """Two 3x3 convs (the first strided), plus the identity or a 1x1 projection."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, norm: NormFactory, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.shortcut = (
-            _conv_bn(in_channels, out_channels, 1, stride=stride)
+            _conv_norm(norm, in_channels, out_channels, 1, stride=stride)
             if in_channels != out_channels
             else None
         )
-        self.conv1 = _conv_bn(in_channels, out_channels, 3, stride=stride, padding=1)
-        self.conv2 = _conv_bn(out_channels, out_channels, 3, padding=1)
+        self.conv1 = _conv_norm(norm, in_channels, out_channels, 3, stride=stride, padding=1)
+        self.conv2 = _conv_norm(norm, out_channels, out_channels, 3, padding=1)
+        _zero_init_residual(self.conv2)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.conv1(x))
@@ -120,7 +150,8 @@ class ResNet(nn.Module):
         if min(config.stage_blocks) < 1:
             raise ValueError(f"every stage needs at least one block: {config.stage_blocks}")
         self.out_channels: tuple[int, int, int, int] = tuple(config.out_channels)
-        self.stem = BasicStem(in_channels, config.stem_channels)
+        norm = norm_factory(config)
+        self.stem = BasicStem(norm, in_channels, config.stem_channels)
         stage_in = config.stem_channels
         for index, (name, blocks, stage_out) in enumerate(
             zip(STAGE_NAMES, config.stage_blocks, config.out_channels, strict=True)
@@ -130,6 +161,7 @@ class ResNet(nn.Module):
                 *(
                     self._make_block(
                         config,
+                        norm,
                         stage_in if block == 0 else stage_out,
                         stage_out,
                         first_stride if block == 0 else 1,
@@ -142,17 +174,17 @@ class ResNet(nn.Module):
 
     @staticmethod
     def _make_block(
-        config: BackboneConfig, in_channels: int, out_channels: int, stride: int
+        config: BackboneConfig, norm: NormFactory, in_channels: int, out_channels: int, stride: int
     ) -> nn.Module:
         if config.block == "basic":
-            return BasicBlock(in_channels, out_channels, stride)
+            return BasicBlock(norm, in_channels, out_channels, stride)
         if out_channels % config.bottleneck_ratio:
             raise ValueError(
                 f"out channels {out_channels} not divisible by the bottleneck ratio "
                 f"{config.bottleneck_ratio}"
             )
         width = out_channels // config.bottleneck_ratio
-        return BottleneckBlock(in_channels, out_channels, width, stride)
+        return BottleneckBlock(norm, in_channels, out_channels, width, stride)
 
     def forward(self, images: Tensor) -> BackboneFeatures:
         if images.dim() != 4:

@@ -17,8 +17,11 @@ class BackboneConfig:
     """A ResNet: stem, then stages res2..res5 at strides 4, 8, 16, 32.
 
     `block="bottleneck"` with `stage_blocks=(3, 4, 6, 3)` and `stem_channels=64` is
-    R-50 (bottleneck width = out channels / 4, stride in the 3x3 conv). Batch norm is
-    frozen (`FrozenBatchNorm2d`), as in detectron2 checkpoints.
+    R-50 (bottleneck width = out channels / 4, stride in the 3x3 conv).
+
+    norm: "frozen_bn" (`FrozenBatchNorm2d`, as in detectron2's pretrained checkpoints; a
+    randomly initialised one is the identity, so a network trained from scratch has no
+    normalisation) or "group_norm" (`group_norm_groups` groups, for training from scratch).
     """
 
     block: str = "bottleneck"  # "bottleneck" or "basic"
@@ -26,6 +29,8 @@ class BackboneConfig:
     stem_channels: int = 64
     out_channels: tuple[int, int, int, int] = (256, 512, 1024, 2048)
     bottleneck_ratio: int = 4
+    norm: str = "frozen_bn"
+    group_norm_groups: int = 32
 
 
 @dataclass(frozen=True)

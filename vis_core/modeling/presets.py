@@ -45,6 +45,9 @@ def vita_small_synth() -> ModelConfig:
             stage_blocks=(1, 1, 1, 1),
             stem_channels=32,
             out_channels=(32, 64, 96, 128),
+            # Trained from scratch: frozen BN would leave the backbone unnormalised.
+            norm="group_norm",
+            group_norm_groups=8,
         ),
         pixel_decoder=PixelDecoderConfig(
             conv_dim=64, mask_dim=64, heads=4, ffn_dim=256, encoder_layers=2, group_norm_groups=16

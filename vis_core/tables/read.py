@@ -1,0 +1,93 @@
+"""Reading the output tables back: committed rows only, one run at a time.
+
+The folders are plain Parquet datasets (`pyarrow.dataset.dataset(folder)`, DuckDB's
+`read_parquet('folder/*.parquet')`); these helpers add what a raw reader does not know:
+which rows belong to committed videos (see `vis_core.tables.commit`) and which run is the
+latest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+from vis_core.storage import join, open_fs
+from vis_core.tables.schema import SCHEMAS, TABLE_NAMES, VIDEOS
+
+
+class TablesNotFoundError(FileNotFoundError):
+    """The output prefix holds no committed video."""
+
+
+def read_table(
+    output_uri: str,
+    table: str,
+    *,
+    run_id: str | None = None,
+    video_ids: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    **storage_options: Any,
+) -> pa.Table:
+    """The committed rows of `table` (`videos`, `tracklets` or `tracklet_frames`).
+
+    run_id: one run's rows (None: every run's); video_ids: only these videos.
+    """
+    if table not in TABLE_NAMES:
+        raise ValueError(f"unknown table {table!r}; the tables are {TABLE_NAMES}")
+    fs, root = open_fs(output_uri, **storage_options)
+    videos = _dataset(fs, join(root, VIDEOS), VIDEOS)
+    if videos is None:
+        raise TablesNotFoundError(f"no committed video under {output_uri}")
+    keep = None
+    if run_id is not None:
+        keep = pc.field("run_id") == run_id
+    if video_ids is not None:
+        chosen = pc.field("video_id").isin(list(video_ids))
+        keep = chosen if keep is None else keep & chosen
+    committed = videos.to_table(filter=keep)
+    if table == VIDEOS:
+        return committed.select(list(columns)) if columns is not None else committed
+    data = _dataset(fs, join(root, table), table)
+    if data is None:
+        return SCHEMAS[table].empty_table().select(list(columns or SCHEMAS[table].names))
+    wanted = list(columns) if columns is not None else SCHEMAS[table].names
+    return data.to_table(columns=wanted, filter=_committed_filter(committed))
+
+
+def latest_run_id(output_uri: str, **storage_options: Any) -> str:
+    """The run that committed a video most recently."""
+    videos = read_table(output_uri, VIDEOS, columns=["run_id", "processed_at"], **storage_options)
+    if videos.num_rows == 0:
+        raise TablesNotFoundError(f"no committed video under {output_uri}")
+    latest = pc.index(videos["processed_at"], pc.max(videos["processed_at"])).as_py()
+    return videos["run_id"][latest].as_py()
+
+
+def _committed_filter(videos: pa.Table) -> pc.Expression:
+    """Rows of committed videos only: rows of a video without a commit record are from an
+    interrupted commit (see `vis_core.tables.commit`)."""
+    by_run: dict[str, list[str]] = {}
+    for video_id, run in zip(
+        videos["video_id"].to_pylist(), videos["run_id"].to_pylist(), strict=True
+    ):
+        by_run.setdefault(run, []).append(video_id)
+    keep = pc.scalar(False)
+    for run, video_ids in by_run.items():
+        keep = keep | ((pc.field("run_id") == run) & pc.field("video_id").isin(video_ids))
+    return keep
+
+
+def _dataset(fs: Any, folder: str, table: str) -> pads.Dataset | None:
+    if not fs.exists(folder):
+        return None
+    return pads.dataset(
+        folder,
+        schema=SCHEMAS[table],
+        format="parquet",
+        filesystem=PyFileSystem(FSSpecHandler(fs)),
+    )
