@@ -16,6 +16,9 @@ SUBCOMMAND_MODULES = (
     "jobs.demo",
     "jobs.train",
     "jobs.segment",
+    "jobs.process",
+    "jobs.export",
+    "jobs.render",
 )
 
 

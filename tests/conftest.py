@@ -1,7 +1,9 @@
-"""Shared test set-up: `gpu` tests skip where CUDA is absent."""
+"""Shared test set-up: `gpu` tests skip where CUDA is absent; the local S3 fixtures."""
 
 import pytest
 import torch
+
+from tests.s3 import s3_bucket, s3_server  # noqa: F401
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

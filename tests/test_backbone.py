@@ -102,7 +102,8 @@ def test_small_preset_uses_basic_blocks_with_a_shortcut_only_where_channels_chan
     keys = set(backbone.state_dict())
     assert isinstance(backbone.res2[0], BasicBlock)
     assert "res2.0.shortcut.weight" not in keys  # stem 32 -> res2 32 channels
-    assert {"res3.0.shortcut.weight", "res5.0.conv2.norm.running_var"} <= keys
+    assert {"res3.0.shortcut.weight", "res5.0.conv2.norm.weight"} <= keys
+    assert isinstance(backbone.res5[0].conv2.norm, nn.GroupNorm)  # trained from scratch
     assert not any(key.startswith("res2.0.conv3") for key in keys)
 
 

@@ -333,3 +333,21 @@ def _safe_name(name: str) -> str:
 
 def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
+
+
+def record_job(
+    config: TrackingConfig,
+    run_name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Record a finished batch job (a corpus job) as one MLflow run; returns its id."""
+    config = config.resolved()
+    client = client_for(config)
+    run = client.create_run(_experiment_id(client, config), run_name=run_name, tags=tags)
+    recorded = TrainingRun(config, run.info.run_id)
+    recorded.log_params(params)
+    recorded.log_metrics(metrics, step=0)
+    recorded.finish()
+    return run.info.run_id

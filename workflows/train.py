@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from vis_core.modeling.presets import get_preset
 from vis_core.paths import data_dir
+from workflows.ray_cluster import ensure_ray
 from workflows.train_config import (
     MODEL_FILE,
     TrainConfigError,
@@ -91,7 +92,7 @@ def run_training(config: TrainJobConfig) -> TrainResult:
     tracking.log_params(config_record)
     tracking.log_json(_jsonable(config_record), "config/train_config.json")
     try:
-        _ensure_ray(job.ray_address)
+        ensure_ray(job.ray_address)
         trainer = TorchTrainer(
             train_worker,
             train_loop_config={
@@ -137,17 +138,6 @@ def run_training(config: TrainJobConfig) -> TrainResult:
             None if version is None else f"models:/{job.registered_model_name}/{int(version)}"
         ),
     )
-
-
-def _ensure_ray(address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address)
-    else:  # a local instance for this process only
-        ray.init(include_dashboard=False)
 
 
 def _check(config: TrainJobConfig) -> None:

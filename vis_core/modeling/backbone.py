@@ -70,13 +70,6 @@ def _conv_norm(
     return conv
 
 
-def _zero_init_residual(conv: ConvNormAct) -> None:
-    """Start a trainable block as the identity (Goyal et al. 2017): its last norm's scale
-    is zero. Frozen norms keep their checkpoint values."""
-    if isinstance(conv.norm, nn.GroupNorm):
-        nn.init.zeros_(conv.norm.weight)
-
-
 class BasicStem(nn.Module):
     """7x7/2 conv + norm + ReLU, then 3x3/2 max pool: `[N, 3, H, W] -> [N, C, H/4, W/4]`."""
 
@@ -104,7 +97,6 @@ class BottleneckBlock(nn.Module):
         self.conv1 = _conv_norm(norm, in_channels, width, 1)
         self.conv2 = _conv_norm(norm, width, width, 3, stride=stride, padding=1)
         self.conv3 = _conv_norm(norm, width, out_channels, 1)
-        _zero_init_residual(self.conv3)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.conv1(x))
@@ -126,7 +118,6 @@ class BasicBlock(nn.Module):
         )
         self.conv1 = _conv_norm(norm, in_channels, out_channels, 3, stride=stride, padding=1)
         self.conv2 = _conv_norm(norm, out_channels, out_channels, 3, padding=1)
-        _zero_init_residual(self.conv2)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.conv1(x))

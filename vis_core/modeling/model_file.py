@@ -53,6 +53,11 @@ def save_model(
 
 def load_model(uri: str | None = None, device: str | torch.device = "cpu") -> VitaModel:
     """Rebuild the model saved at `uri` (default: the shipped model), in eval mode."""
+    return model_from_bytes(read_model_bytes(uri), uri or "the shipped model", device)
+
+
+def read_model_bytes(uri: str | None = None) -> bytes:
+    """The bytes of the model file at `uri` (default: the shipped model)."""
     if uri is None:
         if not DEFAULT_MODEL_FILE.is_file():
             raise ModelFileError(f"the shipped model is missing: {DEFAULT_MODEL_FILE}")
@@ -61,9 +66,16 @@ def load_model(uri: str | None = None, device: str | torch.device = "cpu") -> Vi
     if not fs.exists(path):
         raise ModelFileError(f"model file not found: {uri}")
     with fs.open(path, "rb") as file:
-        payload = torch.load(io.BytesIO(file.read()), map_location=device, weights_only=True)
+        return file.read()
+
+
+def model_from_bytes(
+    data: bytes, name: str = "model file", device: str | torch.device = "cpu"
+) -> VitaModel:
+    """Rebuild a model from the bytes of a model file (`name` is for error messages)."""
+    payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{uri} is not a {FORMAT} model file")
+        raise ModelFileError(f"{name} is not a {FORMAT} model file")
     model = VitaModel(config_from_dict(payload["config"]))
     model.load_state_dict(payload["model"])
     return model.to(device).eval()

@@ -47,7 +47,7 @@ def read_table(
     if run_id is not None:
         keep = pc.field("run_id") == run_id
     if video_ids is not None:
-        chosen = pc.field("video_id").isin(list(video_ids))
+        chosen = pc.field("video_id").isin(pa.array(list(video_ids), pa.string()))
         keep = chosen if keep is None else keep & chosen
     committed = videos.to_table(filter=keep)
     if table == VIDEOS:
@@ -78,7 +78,8 @@ def _committed_filter(videos: pa.Table) -> pc.Expression:
         by_run.setdefault(run, []).append(video_id)
     keep = pc.scalar(False)
     for run, video_ids in by_run.items():
-        keep = keep | ((pc.field("run_id") == run) & pc.field("video_id").isin(video_ids))
+        chosen = pc.field("video_id").isin(pa.array(video_ids, pa.string()))
+        keep = keep | ((pc.field("run_id") == run) & chosen)
     return keep
 
 

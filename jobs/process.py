@@ -1,0 +1,94 @@
+"""`vis process`: segment every video under an input prefix into Parquet tracklet tables.
+
+Also a Ray job entrypoint: `ray job submit -- python -m jobs.process --input ... --output ...`
+connects to the cluster the job runs on. Exits 0 when the job completes, even when some
+videos failed (the summary counts them); 2 when it cannot run (bad arguments, unreachable
+storage, a missing model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "process",
+        help="segment a corpus of videos into tracklet tables",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="folder or prefix of videos (path, s3://)")
+    parser.add_argument("--output", required=True, help="prefix of the tables (path, s3://)")
+    parser.add_argument(
+        "--model",
+        help="vis model file, URI or models:/NAME/VERSION|@ALIAS (default: the shipped model)",
+    )
+    parser.add_argument("--gpu", action="store_true", help="one worker per GPU, bf16")
+    parser.add_argument(
+        "--workers", type=int, help="segmentation workers (default: fill the cluster)"
+    )
+    parser.add_argument("--cpus-per-worker", type=int, help="CPUs and threads of each worker")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="process again the videos that failed"
+    )
+    parser.add_argument("--max-frames", type=int, help="fail videos with more frames than this")
+    parser.add_argument("--ray-address", help="Ray cluster (default: RAY_ADDRESS or a local one)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the local store)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from vis_core.corpus.listing import CorpusNotFoundError
+    from vis_core.modeling.model_file import ModelFileError
+    from vis_core.video.decode import DecodeLimits
+    from workflows.corpus_job import CorpusJobConfig, run_corpus_job
+
+    limits = DecodeLimits()
+    if args.max_frames is not None:
+        limits = dataclasses.replace(limits, max_frames=args.max_frames)
+    config = CorpusJobConfig(
+        input_uri=args.input,
+        output_uri=args.output,
+        model_uri=args.model,
+        use_gpu=args.gpu,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        retry_failed=args.retry_failed,
+        limits=limits,
+        ray_address=args.ray_address,
+        track=not args.no_tracking,
+        tracking_uri=args.tracking_uri,
+        progress=not args.quiet,
+    )
+    try:
+        summary = run_corpus_job(config)
+    except (CorpusNotFoundError, ModelFileError, FileNotFoundError, PermissionError) as error:
+        print(f"vis process: error: {error}", file=sys.stderr)
+        return 2
+    print(summary.describe())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.process", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

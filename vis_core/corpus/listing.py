@@ -1,0 +1,52 @@
+"""Listing a corpus: every file with a video extension under an input root, recursively.
+
+A video's id is its exact POSIX path relative to the root (spaces and non-ASCII kept);
+two identical files are two videos. Other files are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vis_core.storage import open_fs, relative_to
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+
+
+class CorpusNotFoundError(FileNotFoundError):
+    """The input root does not exist or is not a folder."""
+
+
+@dataclass(frozen=True)
+class CorpusVideo:
+    """One video of the corpus: `video_id` (relative POSIX path), `uri` (readable with
+    `vis_core.storage.open_fs` and the same storage options), `size` in bytes."""
+
+    video_id: str
+    uri: str
+    size: int
+
+
+def is_video_file(name: str) -> bool:
+    return name.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def list_corpus(input_uri: str, **storage_options: Any) -> list[CorpusVideo]:
+    """The corpus under `input_uri` (a local path, `file://` or `s3://` prefix), sorted by
+    video id."""
+    fs, root = open_fs(input_uri, **storage_options)
+    if not fs.isdir(root):
+        raise CorpusNotFoundError(f"the input {input_uri} is not a folder or prefix")
+    videos = []
+    for path, info in fs.find(root, detail=True).items():
+        if info.get("type") != "file" or not is_video_file(path.rsplit("/", 1)[-1]):
+            continue
+        videos.append(
+            CorpusVideo(
+                video_id=relative_to(path, root),
+                uri=fs.unstrip_protocol(path),
+                size=int(info.get("size") or 0),
+            )
+        )
+    return sorted(videos, key=lambda video: video.video_id)

@@ -1,0 +1,356 @@
+"""The corpus job: every video under an input prefix -> the three tables under an output.
+
+The driver lists the corpus, drops the videos already committed by this run (see
+`vis_core.tables.commit`), and hands the rest, one video per call, to a fixed pool of
+`SegmentWorker` actors (one per GPU, or CPU actors sized to the node when there is none).
+Each call decodes the video in a prefetching thread, runs the detector, VITA and the
+masks (the two-pass path for long videos), and commits the video's rows itself, so no
+frame, feature or mask crosses the network. At most `in_flight_per_worker` videos wait on
+each actor (backpressure). A worker that dies is restarted by Ray and its videos are
+retried; commits are idempotent, so a retried video is never duplicated, and a video that
+kills its worker again becomes a `failed` row.
+
+`run_id` is the job's identity: a digest of the model file, the inference options and
+the decode limits. The same job run again has the same `run_id` and skips what it
+committed; another model is another run, with its own rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vis_core.corpus.listing import CorpusVideo, list_corpus
+from vis_core.corpus.process import ProcessOptions, process_video
+from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
+from vis_core.tables.commit import TableCommitter
+from vis_core.tables.rows import VideoRecord, failed_rows
+from vis_core.tables.schema import STATUS_FAILED, STATUS_OK
+from vis_core.video.decode import DecodeLimits
+from workflows.progress import JobProgress
+from workflows.ray_cluster import ensure_ray
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CorpusJobConfig:
+    """One corpus job.
+
+    model_uri: a model file (path, URI or `models:/NAME/VERSION|@ALIAS`); None for the
+        shipped model. workers: segmentation actors (None: one per GPU with `use_gpu`,
+        else one per `cpus_per_worker` of the cluster's CPUs); cpus_per_worker: CPUs (and
+        torch threads) of each actor (None: 1 with a GPU, else every CPU of a node).
+    retry_failed: process again the videos this run recorded as failed.
+    max_attempts: tries per video when its worker dies (a crash, a kill, out of memory).
+    tracking_uri / experiment: where the job records itself in MLflow (None: the local
+        default store); track=False records nothing.
+    """
+
+    input_uri: str
+    output_uri: str
+    model_uri: str | None = None
+    use_gpu: bool = False
+    workers: int | None = None
+    cpus_per_worker: int | None = None
+    in_flight_per_worker: int = 2
+    retry_failed: bool = False
+    max_attempts: int = 2
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+    ray_address: str | None = None
+    track: bool = True
+    tracking_uri: str | None = None
+    experiment: str = "vis-process"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """What a worker reports for one committed video (the rows stay in storage)."""
+
+    video_id: str
+    status: str
+    error: str | None
+    num_frames: int
+    num_tracklets: int
+    seconds: float
+    worker_pid: int
+
+
+@dataclass(frozen=True)
+class CorpusJobSummary:
+    run_id: str
+    model: str
+    output_uri: str
+    videos: int  # in the corpus
+    skipped: int  # already committed by this run
+    ok: int
+    failed: int
+    tracklets: int
+    frames: int
+    seconds: float
+    failures: tuple[tuple[str, str], ...] = ()  # (video_id, error) of this job's failures
+    mlflow_run_id: str | None = None
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        lines = [
+            f"run {self.run_id} ({self.model}) -> {self.output_uri}",
+            f"videos: {self.videos} in the corpus, {self.skipped} already committed, "
+            f"{self.ok} ok, {self.failed} failed",
+            f"tracklets: {self.tracklets}; frames: {self.frames} in {self.seconds:.1f} s "
+            f"({self.frames_per_second:.1f} frames/s)",
+        ]
+        lines += [f"  failed: {video_id}: {error}" for video_id, error in self.failures[:20]]
+        if len(self.failures) > 20:
+            lines.append(f"  ... and {len(self.failures) - 20} more failures")
+        return "\n".join(lines)
+
+
+OutcomeHook = Callable[[VideoOutcome], None]
+
+
+def run_corpus_job(
+    config: CorpusJobConfig, on_outcome: OutcomeHook | None = None
+) -> CorpusJobSummary:
+    """Run the job to completion (see the module docstring); `on_outcome` is called on
+    the driver after each committed video."""
+    import ray
+
+    started = time.perf_counter()
+    model_bytes = _model_bytes(config)
+    model = model_from_bytes(model_bytes, config.model_uri or "the shipped model")
+    options = ProcessOptions(
+        model=f"{model.config.name}@{hashlib.sha256(model_bytes).hexdigest()[:12]}",
+        run_id=job_run_id(model_bytes, model.config.inference, config.limits),
+        limits=config.limits,
+    )
+    corpus = list_corpus(config.input_uri)
+    committer = TableCommitter(config.output_uri, options.run_id)
+    recovered = committer.recover()
+    if recovered:
+        logger.info("removed %d files of interrupted commits", recovered)
+    committed = committer.committed()
+    todo = [
+        video
+        for video in corpus
+        if video.video_id not in committed
+        or (config.retry_failed and committed[video.video_id].status == STATUS_FAILED)
+    ]
+    logger.info(
+        "run %s: %d videos, %d to process, %d already committed",
+        options.run_id,
+        len(corpus),
+        len(todo),
+        len(corpus) - len(todo),
+    )
+    outcomes: list[VideoOutcome] = []
+    if todo:
+        ensure_ray(config.ray_address)
+        pool = _WorkerPool(config, ray.put(model_bytes), options)
+        progress = JobProgress(len(todo), enabled=config.progress)
+        for outcome in pool.run(todo, committer):
+            outcomes.append(outcome)
+            progress.update(outcome.num_frames, failed=outcome.status != STATUS_OK)
+            if on_outcome is not None:
+                on_outcome(outcome)
+        progress.close()
+    summary = CorpusJobSummary(
+        run_id=options.run_id,
+        model=options.model,
+        output_uri=config.output_uri,
+        videos=len(corpus),
+        skipped=len(corpus) - len(todo),
+        ok=sum(o.status == STATUS_OK for o in outcomes),
+        failed=sum(o.status != STATUS_OK for o in outcomes),
+        tracklets=sum(o.num_tracklets for o in outcomes),
+        frames=sum(o.num_frames for o in outcomes),
+        seconds=time.perf_counter() - started,
+        failures=tuple((o.video_id, o.error or "") for o in outcomes if o.status != STATUS_OK),
+    )
+    if config.track:
+        summary = dataclasses.replace(summary, mlflow_run_id=_record(config, summary))
+    return summary
+
+
+def job_run_id(model_bytes: bytes, inference: Any, limits: DecodeLimits) -> str:
+    """The run's identity: what decides the rows (model, inference options, limits)."""
+    digest = hashlib.sha256(model_bytes)
+    options = {"inference": dataclasses.asdict(inference), "limits": dataclasses.asdict(limits)}
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _model_bytes(config: CorpusJobConfig) -> bytes:
+    if config.model_uri is not None and config.model_uri.startswith("models:/"):
+        from workflows.tracking import resolve_model_uri
+
+        return read_model_bytes(str(resolve_model_uri(config.model_uri, config.tracking_uri)))
+    return read_model_bytes(config.model_uri)
+
+
+class SegmentWorker:
+    """A Ray actor holding the model: `process(video)` segments and commits one video."""
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        options: ProcessOptions,
+        output_uri: str,
+        use_gpu: bool,
+        threads: int,
+    ):
+        import os
+
+        import torch
+
+        from vis_core.inference.segmenter import VideoSegmenter
+
+        torch.set_num_threads(max(1, threads))
+        device = torch.device("cuda" if use_gpu else "cpu")
+        dtype = torch.bfloat16 if use_gpu else torch.float32
+        model = model_from_bytes(model_bytes, options.model, device)
+        self.segmenter = VideoSegmenter(model, device=device, dtype=dtype)
+        self.options = dataclasses.replace(options, decode_threads=max(1, threads))
+        self.committer = TableCommitter(output_uri, options.run_id)
+        self.pid = os.getpid()
+
+    def process(self, video: CorpusVideo) -> VideoOutcome:
+        rows = process_video(video, self.segmenter, self.options)
+        self.committer.commit(rows)
+        videos = rows.tables["videos"]
+        return VideoOutcome(
+            video_id=video.video_id,
+            status=rows.status,
+            error=videos["error"][0].as_py(),
+            num_frames=rows.num_frames,
+            num_tracklets=rows.num_tracklets,
+            seconds=videos["total_s"][0].as_py() or 0.0,
+            worker_pid=self.pid,
+        )
+
+    def peak_memory_bytes(self) -> int:
+        """This worker process's peak resident memory (for the long-video checks)."""
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+class _WorkerPool:
+    """A fixed pool of `SegmentWorker` actors fed with bounded in-flight work."""
+
+    def __init__(self, config: CorpusJobConfig, model_ref: Any, options: ProcessOptions):
+        import ray
+
+        self.config = config
+        self.options = options
+        resources = ray.cluster_resources()
+        if config.use_gpu:
+            cpus = config.cpus_per_worker or 1
+            count = config.workers or max(1, int(resources.get("GPU", 0)))
+            actor_options = {"num_cpus": cpus, "num_gpus": 1}
+        else:
+            cpus = config.cpus_per_worker or max(1, int(_cpus_per_node()))
+            count = config.workers or max(1, int(resources.get("CPU", 1)) // cpus)
+            actor_options = {"num_cpus": cpus}
+        remote = ray.remote(SegmentWorker).options(
+            **actor_options,
+            # A dead worker comes back, and the calls it held run again on it.
+            max_restarts=-1,
+            max_task_retries=max(0, config.max_attempts - 1),
+        )
+        self.workers = [
+            remote.remote(model_ref, options, config.output_uri, config.use_gpu, cpus)
+            for _ in range(count)
+        ]
+        logger.info("%d segmentation workers, %d CPUs each", count, cpus)
+
+    def run(self, videos: list[CorpusVideo], committer: TableCommitter):
+        """Yield one `VideoOutcome` per video, in completion order."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        pending = deque(videos)
+        in_flight: dict[Any, tuple[int, CorpusVideo]] = {}
+        load = [0] * len(self.workers)
+        while pending or in_flight:
+            for index in sorted(range(len(self.workers)), key=load.__getitem__):
+                while pending and load[index] < self.config.in_flight_per_worker:
+                    video = pending.popleft()
+                    in_flight[self.workers[index].process.remote(video)] = (index, video)
+                    load[index] += 1
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                index, video = in_flight.pop(ref)
+                load[index] -= 1
+                try:
+                    yield ray.get(ref)
+                except (RayActorError, RayTaskError) as error:
+                    # The worker died on every attempt, or the commit itself failed.
+                    yield self._record_failure(committer, video, error)
+
+    def _record_failure(
+        self, committer: TableCommitter, video: CorpusVideo, error: Exception
+    ) -> VideoOutcome:
+        message = (
+            f"the worker failed {self.config.max_attempts} times while processing this "
+            f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
+        )
+        record = VideoRecord(video.video_id, video.uri, self.options.model, self.options.run_id)
+        committer.commit(failed_rows(record, message))
+        return VideoOutcome(video.video_id, STATUS_FAILED, message, 0, 0, 0.0, worker_pid=-1)
+
+
+def _cpus_per_node() -> float:
+    """CPUs of the biggest alive node (a CPU worker takes a whole node by default)."""
+    import ray
+
+    return max(
+        (node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")),
+        default=1,
+    )
+
+
+def _record(config: CorpusJobConfig, summary: CorpusJobSummary) -> str | None:
+    from workflows.tracking import TrackingConfig, record_job
+
+    try:
+        return record_job(
+            TrackingConfig(tracking_uri=config.tracking_uri, experiment=config.experiment),
+            run_name=f"process-{summary.run_id}",
+            params={
+                "input": config.input_uri,
+                "output": config.output_uri,
+                "model": summary.model,
+                "run_id": summary.run_id,
+                "use_gpu": config.use_gpu,
+                "retry_failed": config.retry_failed,
+                "limits": config.limits,
+            },
+            metrics={
+                "videos": summary.videos,
+                "videos_skipped": summary.skipped,
+                "videos_ok": summary.ok,
+                "videos_failed": summary.failed,
+                "tracklets": summary.tracklets,
+                "frames": summary.frames,
+                "seconds": summary.seconds,
+                "frames_per_s": summary.frames_per_second,
+            },
+            tags={"vis.run_id": summary.run_id, "vis.kind": "corpus-job"},
+        )
+    except Exception as error:  # the tables are written: a tracking outage is a warning
+        logger.warning("could not record the job in MLflow: %s", error)
+        return None
