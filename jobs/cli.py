@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = (
     "jobs.eval",
     "jobs.convert_checkpoint",
     "jobs.demo",
+    "jobs.pretrain",
     "jobs.train",
     "jobs.segment",
     "jobs.process",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import pickle
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
+from tests.media import smooth_frames, write_audio_only, write_with_pyav
 from vis_core.storage import open_fs
 from vis_core.video.convert import RgbConverter
 from vis_core.video.decode import DecodeLimits, open_video
@@ -29,46 +29,9 @@ DATA = Path(__file__).parent / "data"
 NUM_FRAMES, HEIGHT, WIDTH, FPS = 12, 48, 80, 10.0
 
 
-def _smooth_frames(num_frames: int, height: int, width: int) -> np.ndarray:
-    """Gradients with a moving square `[T, H, W, 3]` uint8: content H.264 keeps well."""
-    ys, xs = np.mgrid[0:height, 0:width]
-    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
-    for t in range(num_frames):
-        frames[t, ..., 0] = (xs * 255 // max(width - 1, 1)).astype(np.uint8)
-        frames[t, ..., 1] = (ys * 255 // max(height - 1, 1)).astype(np.uint8)
-        frames[t, ..., 2] = 60
-        x0 = (4 * t) % max(width - 16, 1)
-        frames[t, 8:24, x0 : x0 + 16] = (230, 40, 200)
-    return frames
-
-
-def _write_with_pyav(
-    path: Path, frames: np.ndarray, fps: float, container_format: str, **options: str
-) -> None:
-    """H.264 video in any container PyAV muxes, with muxer options (e.g. faststart)."""
-    with av.open(str(path), mode="w", format=container_format, options=options) as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode(None))
-
-
-def _write_audio_only(path: Path) -> None:
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for index in range(20):
-            samples = np.zeros((1, 1024), dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, index * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-
-
 @pytest.fixture(scope="module")
 def frames() -> np.ndarray:
-    return _smooth_frames(NUM_FRAMES, HEIGHT, WIDTH)
+    return smooth_frames(NUM_FRAMES, HEIGHT, WIDTH)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +46,7 @@ def faststart_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 frames of noise (large frames, so cutting the file loses many), index first."""
     noise = np.random.default_rng(0).integers(0, 256, (40, 64, 96, 3), dtype=np.uint8)
     path = tmp_path_factory.mktemp("faststart") / "faststart.mp4"
-    _write_with_pyav(path, noise, 10.0, "mp4", movflags="faststart")
+    write_with_pyav(path, noise, 10.0, "mp4", movflags="faststart")
     return path
 
 
@@ -121,7 +84,7 @@ def test_resize_to_shortest_edge_keeps_aspect_and_content(
 
 def test_portrait_resize_rounds_the_long_side(tmp_path: Path) -> None:
     path = tmp_path / "portrait.mp4"
-    write_mp4(str(path), _smooth_frames(2, 90, 48), fps=5)
+    write_mp4(str(path), smooth_frames(2, 90, 48), fps=5)
     with open_video(path) as video:
         assert video.output_size(32) == (60, 32)
         assert video.output_size(20) == (38, 20)  # 37.5 rounds to an even 38
@@ -137,7 +100,7 @@ def test_rgb_converter_gives_every_frame_its_size(frames: np.ndarray) -> None:
         reference = frames[3].reshape(24, 2, 40, 2, 3).mean(axis=(1, 3))
         assert np.abs(halved - reference).mean() < 4.0, pixel_format
     # A frame of another size (a resolution change mid-stream) comes out the same size.
-    other = av.VideoFrame.from_ndarray(_smooth_frames(1, 30, 30)[0], format="rgb24")
+    other = av.VideoFrame.from_ndarray(smooth_frames(1, 30, 30)[0], format="rgb24")
     assert convert(other).shape == (24, 40, 3)
     same_size = RgbConverter(HEIGHT, WIDTH)(av.VideoFrame.from_ndarray(frames[0], format="rgb24"))
     np.testing.assert_array_equal(same_size, frames[0])
@@ -226,7 +189,7 @@ def test_tiny_single_frame_video(tmp_path: Path) -> None:
 
 def test_matroska_frame_count_is_estimated_from_duration(tmp_path: Path) -> None:
     path = tmp_path / "clip.mkv"
-    _write_with_pyav(path, _smooth_frames(NUM_FRAMES, HEIGHT, WIDTH), FPS, "matroska")
+    write_with_pyav(path, smooth_frames(NUM_FRAMES, HEIGHT, WIDTH), FPS, "matroska")
     with open_video(path) as video:
         assert video.info.num_frames_estimated
         assert abs(video.info.num_frames - NUM_FRAMES) <= 1
@@ -328,7 +291,7 @@ def test_still_image_is_not_a_video(tmp_path: Path) -> None:
 
 def test_audio_only_file(tmp_path: Path) -> None:
     path = tmp_path / "sound.m4a"
-    _write_audio_only(path)
+    write_audio_only(path)
     with pytest.raises(NotAVideoError, match=r"no video stream \(streams: audio aac\)"):
         open_video(path)
 
@@ -352,7 +315,7 @@ def test_too_many_frames_and_bytes(video_path: Path, tmp_path: Path) -> None:
     # A raw H.264 stream declares neither a frame count nor a duration: the limit holds
     # while decoding.
     path = tmp_path / "clip.h264"
-    _write_with_pyav(path, _smooth_frames(NUM_FRAMES, HEIGHT, WIDTH), FPS, "h264")
+    write_with_pyav(path, smooth_frames(NUM_FRAMES, HEIGHT, WIDTH), FPS, "h264")
     with open_video(path, DecodeLimits(max_frames=5)) as video:
         assert (video.info.num_frames, video.info.num_frames_estimated) == (0, True)
         with pytest.raises(VideoTooLargeError, match="more than the limit of 5 frames"):

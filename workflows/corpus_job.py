@@ -82,6 +82,7 @@ class VideoOutcome:
     num_tracklets: int
     seconds: float
     worker_pid: int
+    worker_peak_memory_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,15 +238,17 @@ class SegmentWorker:
             num_tracklets=rows.num_tracklets,
             seconds=videos["total_s"][0].as_py() or 0.0,
             worker_pid=self.pid,
+            worker_peak_memory_bytes=_peak_memory_bytes(),
         )
 
-    def peak_memory_bytes(self) -> int:
-        """This worker process's peak resident memory (for the long-video checks)."""
-        import resource
-        import sys
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
+def _peak_memory_bytes() -> int:
+    """This process's peak resident memory so far."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 class _WorkerPool:
@@ -256,6 +259,7 @@ class _WorkerPool:
 
         self.config = config
         self.options = options
+        self.model_ref = model_ref  # held: a restarted worker reads the model from it
         resources = ray.cluster_resources()
         if config.use_gpu:
             cpus = config.cpus_per_worker or 1

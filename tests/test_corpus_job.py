@@ -1,0 +1,261 @@
+"""The corpus job end to end on local Ray: tables, bad inputs, reruns, interruptions,
+a killed worker, and `s3://` through the local S3 server."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import torch
+
+from tests.media import smooth_frames, write_audio_only, write_with_pyav
+from vis_core import masks
+from vis_core.corpus.listing import list_corpus
+from vis_core.modeling.model_file import save_model
+from vis_core.modeling.presets import vita_small_synth
+from vis_core.modeling.vita_model import VitaModel
+from vis_core.tables.read import read_table
+from vis_core.video.decode import DecodeLimits
+from vis_core.video.encode import write_mp4
+from workflows.corpus_job import CorpusJobConfig, VideoOutcome, run_corpus_job
+
+MAX_FRAMES = 14  # the `long.mp4` video is over this limit
+OK_VIDEOS = {"a.mp4", "copy/a.mp4", "sub dir/b é.mp4", "c.mkv"}
+FAILED_VIDEOS = {
+    "zero.mp4": "EmptyVideoError",
+    "truncated.mp4": "CorruptVideoError",
+    "text.avi": "NotAVideoError",
+    "audio.m4v": "NotAVideoError",
+    "long.mp4": "VideoTooLargeError",
+}
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The small preset, random weights, 64-pixel inputs; videos over 8 frames take the
+    two-pass (long video) path."""
+    config = vita_small_synth()
+    config = dataclasses.replace(
+        config,
+        input=dataclasses.replace(config.input, min_size_test=64),
+        inference=dataclasses.replace(config.inference, long_video_frames=8),
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.vis.pt"
+    save_model(str(path), VitaModel(config), weights_dtype=torch.float16)
+    return str(path)
+
+
+def make_corpus(root: Path) -> Path:
+    """Four good videos (one a copy of another, one in a folder with a space and an
+    accent, one Matroska), five bad ones and a text file that is not part of the corpus."""
+    (root / "sub dir").mkdir(parents=True)
+    (root / "copy").mkdir()
+    write_mp4(str(root / "a.mp4"), smooth_frames(6, 48, 64), fps=10.0)
+    shutil.copy(root / "a.mp4", root / "copy" / "a.mp4")
+    write_mp4(str(root / "sub dir" / "b é.mp4"), smooth_frames(10, 40, 72), fps=5.0)
+    write_with_pyav(root / "c.mkv", smooth_frames(5, 48, 48), 10.0, "matroska")
+    (root / "zero.mp4").write_bytes(b"")
+    noise = np.random.default_rng(0).integers(0, 256, (12, 96, 128, 3), dtype=np.uint8)
+    write_with_pyav(root / "whole.mp4", noise, 10.0, "mp4", movflags="faststart")
+    data = (root / "whole.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])  # breaks part-way
+    (root / "whole.mp4").unlink()
+    (root / "text.avi").write_text("not a video\n")
+    write_audio_only(root / "audio.m4v")
+    write_mp4(str(root / "long.mp4"), smooth_frames(MAX_FRAMES + 2, 32, 32), fps=10.0)
+    (root / "notes.txt").write_text("ignored")
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus") / "bucket")
+
+
+@pytest.fixture(scope="module")
+def ray_address(s3_server):
+    """Local Ray whose workers see the local S3 server's endpoint and dummy keys."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in s3_server.env().items():
+            patch.setenv(name, value)
+        context = ray.init(num_cpus=2, include_dashboard=False)
+        try:
+            yield context.address_info["address"]
+        finally:
+            ray.shutdown()
+
+
+def job(corpus_uri: str, output: str, model_file: str, **changes) -> CorpusJobConfig:
+    return CorpusJobConfig(
+        input_uri=corpus_uri,
+        output_uri=output,
+        model_uri=model_file,
+        limits=DecodeLimits(max_frames=MAX_FRAMES),
+        track=False,
+        progress=False,
+        **changes,
+    )
+
+
+def comparable(output: str, table: str) -> list[dict]:
+    """Rows without what differs between runs (times, where the video was read from)."""
+    dropped = {"uri", "decode_s", "inference_s", "total_s", "processed_at"}
+    rows = read_table(output, table).to_pylist()
+    rows = [{k: v for k, v in row.items() if k not in dropped} for row in rows]
+    for row in rows:  # the error names the video's URI
+        row["error"] = row.get("error") and row["error"].split(":")[0]
+    return sorted(
+        rows, key=lambda row: (row["video_id"], row.get("track_id", 0), row.get("frame_index", 0))
+    )
+
+
+def test_listing_takes_video_extensions_and_keeps_exact_relative_paths(corpus: Path) -> None:
+    listed = {video.video_id for video in list_corpus(str(corpus))}
+    assert listed == OK_VIDEOS | set(FAILED_VIDEOS)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        list_corpus(str(corpus / "missing"))
+
+
+def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
+    corpus: Path, model_file: str, ray_address: str, tmp_path: Path
+) -> None:
+    output = str(tmp_path / "out")
+    summary = run_corpus_job(job(str(corpus), output, model_file))
+    assert (summary.videos, summary.ok, summary.failed) == (9, 4, 5)
+
+    videos = read_table(output, "videos").to_pylist()
+    assert sorted(v["video_id"] for v in videos) == sorted(OK_VIDEOS | set(FAILED_VIDEOS))
+    by_id = {v["video_id"]: v for v in videos}
+    for video_id, error_type in FAILED_VIDEOS.items():
+        assert by_id[video_id]["status"] == "failed"
+        assert by_id[video_id]["error"].startswith(error_type), by_id[video_id]["error"]
+    for video_id in OK_VIDEOS:
+        assert by_id[video_id]["status"] == "ok" and by_id[video_id]["error"] is None
+    assert by_id["sub dir/b é.mp4"]["num_frames"] == 10
+    assert (by_id["c.mkv"]["width"], by_id["c.mkv"]["height"]) == (48, 48)
+
+    # Every table is a plain Parquet folder, with video_id in every row.
+    for table in ("videos", "tracklets", "tracklet_frames"):
+        names = os.listdir(Path(output) / table)
+        assert all(n.endswith(".parquet") and not n.startswith((".", "_")) for n in names)
+    frames = pads.dataset(str(Path(output) / "tracklet_frames")).to_table().to_pylist()
+    tracklets = read_table(output, "tracklets").to_pylist()
+    assert frames and tracklets
+    assert {row["video_id"] for row in tracklets} <= OK_VIDEOS
+    for row in frames[:50]:
+        video = by_id[row["video_id"]]
+        mask = masks.decode([masks.from_bytes(row["mask"], row["height"], row["width"])])[0]
+        assert mask.shape == (video["height"], video["width"])
+        assert int(mask.sum()) == row["area"] > 0
+    # The two copies of a.mp4 are two videos with the same rows.
+    same = [
+        [{k: v for k, v in r.items() if k != "video_id"} for r in tracklets if r["video_id"] == i]
+        for i in ("a.mp4", "copy/a.mp4")
+    ]
+    assert same[0] == same[1]
+
+    duckdb = pytest.importorskip("duckdb")
+    counts = duckdb.sql(
+        f"select count(*), count(distinct video_id) from read_parquet('{output}/videos/*.parquet')"
+    ).fetchall()
+    assert counts == [(9, 9)]
+
+    before = {t: comparable(output, t) for t in ("videos", "tracklets", "tracklet_frames")}
+    files = sorted(str(p) for p in Path(output).rglob("*"))
+    again = run_corpus_job(job(str(corpus), output, model_file))
+    assert (again.skipped, again.ok, again.failed) == (9, 0, 0)
+    assert sorted(str(p) for p in Path(output).rglob("*")) == files
+
+    retried = run_corpus_job(job(str(corpus), output, model_file, retry_failed=True))
+    assert (retried.skipped, retried.ok, retried.failed) == (4, 0, 5)
+    assert {t: comparable(output, t) for t in before} == before
+
+    other_model = run_corpus_job(job(str(corpus), output, None))  # the shipped model
+    assert other_model.run_id != summary.run_id and other_model.skipped == 0
+    assert len(read_table(output, "videos")) == 18
+    assert len(read_table(output, "videos", run_id=summary.run_id)) == 9
+
+
+def test_interrupted_job_completes_without_duplicates(
+    corpus: Path, model_file: str, ray_address: str, tmp_path: Path
+) -> None:
+    output = str(tmp_path / "out")
+
+    class Interrupted(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def interrupt_after_two(outcome: VideoOutcome) -> None:
+        seen.append(outcome.video_id)
+        if len(seen) == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_corpus_job(job(str(corpus), output, model_file), on_outcome=interrupt_after_two)
+    import ray  # the interrupted job's workers are gone with it; the next job starts new ones
+
+    assert ray.is_initialized()
+    done = {v["video_id"] for v in read_table(output, "videos").to_pylist()}
+    assert set(seen) <= done < OK_VIDEOS | set(FAILED_VIDEOS)
+    # A crash in the middle of a commit leaves instance rows without a `videos` row.
+    orphan = Path(output) / "tracklets" / f"{ray_run_id(output)}-00000000000000000000.parquet"
+    shutil.copy(next((Path(output) / "tracklets").glob("*.parquet")), orphan)
+
+    summary = run_corpus_job(job(str(corpus), output, model_file))
+    assert summary.skipped == len(done)
+    assert not orphan.exists()
+    videos = [v["video_id"] for v in read_table(output, "videos").to_pylist()]
+    assert sorted(videos) == sorted(OK_VIDEOS | set(FAILED_VIDEOS))
+
+
+def ray_run_id(output: str) -> str:
+    return read_table(output, "videos")["run_id"][0].as_py()
+
+
+def test_killed_worker_loses_and_duplicates_no_video(
+    corpus: Path, model_file: str, ray_address: str, tmp_path: Path
+) -> None:
+    output = str(tmp_path / "out")
+    killed: list[int] = []
+
+    def kill_first_worker(outcome: VideoOutcome) -> None:
+        if not killed and outcome.worker_pid > 0:
+            killed.append(outcome.worker_pid)
+            os.kill(outcome.worker_pid, signal.SIGKILL)
+
+    summary = run_corpus_job(job(str(corpus), output, model_file), on_outcome=kill_first_worker)
+    assert killed
+    assert (summary.ok, summary.failed) == (4, 5)
+    videos = read_table(output, "videos").to_pylist()
+    assert sorted(v["video_id"] for v in videos) == sorted(OK_VIDEOS | set(FAILED_VIDEOS))
+    assert all(v["error"] is None or "worker failed" not in v["error"] for v in videos)
+
+
+def test_s3_input_and_output_give_the_same_tables(
+    corpus: Path, model_file: str, ray_address: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    from vis_core.storage import open_fs
+
+    fs, bucket = open_fs(s3_bucket)
+    fs.put(str(corpus) + "/", f"{bucket}/corpus/", recursive=True)
+    local = str(tmp_path / "out")
+    run_corpus_job(job(str(corpus), local, model_file))
+    remote = f"{s3_bucket}/tables"
+    summary = run_corpus_job(job(f"{s3_bucket}/corpus", remote, model_file))
+    assert (summary.ok, summary.failed) == (4, 5)
+    for table in ("videos", "tracklets", "tracklet_frames"):
+        assert comparable(remote, table) == comparable(local, table), table
+    uris = read_table(remote, "videos")["uri"].to_pylist()
+    assert all(uri.startswith("s3://") for uri in uris)
