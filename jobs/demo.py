@@ -1,87 +1,99 @@
 """`vis demo`: the embedded default, end to end on one machine with no cloud.
 
-Until the corpus job lands, the demo generates a small synthetic corpus in the per-user
-data folder and prints its difficulty statistics; segments it with the shipped model,
-prints the YouTube-VIS AP; and writes previews (PNG contact sheets) of the ground truth
-and of the predictions over the frames.
+It generates a small synthetic corpus (with its ground truth) and puts it, with the real
+videos of `../shared/videos/` when that folder is there, into a local folder that stands
+in for the bucket; runs the corpus job on local Ray with the shipped model; prints the
+summary and the AP on the synthetic part (`vis export` + `vis eval`); and renders
+previews (mp4 and PNG contact sheets) of a few videos.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the embedded default demo on a small synthetic corpus",
+        help="run the corpus job on a small synthetic (and real) corpus",
         description=__doc__,
     )
     parser.add_argument(
         "--out", default=None, help="output folder (default: <per-user data folder>/demo)"
     )
-    parser.add_argument("--videos", type=int, default=6, help="synthetic videos (6)")
-    parser.add_argument("--previews", type=int, default=3, help="videos to preview (3)")
+    parser.add_argument("--videos", type=int, default=8, help="synthetic videos (8)")
+    parser.add_argument("--real-videos", default=str(SHARED_VIDEOS), help="real videos to add")
+    parser.add_argument("--previews", type=int, default=2, help="videos to render per part")
     parser.add_argument("--model", help="vis model file (default: the shipped model)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    import numpy as np
-
-    from vis_core import masks
-    from vis_core.data.frames import iter_frames
-    from vis_core.data.ytvis import YtvisDataset
+    from vis_core.corpus.listing import is_video_file
     from vis_core.evaluation import evaluate_ytvis
-    from vis_core.inference.dataset import segment_dataset
-    from vis_core.inference.segmenter import VideoSegmenter
-    from vis_core.modeling.model_file import DEFAULT_MODEL_FILE, load_model
     from vis_core.paths import data_dir
-    from vis_core.render.overlay import contact_sheet, instance_colors, overlay_masks, write_png
+    from vis_core.render.tracklets import render_tracklets
     from vis_core.synth.splits import preset
     from vis_core.synth.writer import generate_split
+    from vis_core.tables.export import export_ytvis_results
+    from vis_core.tables.read import read_table
+    from workflows.corpus_job import CorpusJobConfig, run_corpus_job
 
     out = Path(args.out) if args.out else data_dir() / "demo"
-    corpus = out / "corpus"
-    print(f"generating {args.videos} synthetic val videos in {corpus} ...", flush=True)
-    summary = generate_split(str(corpus), preset("val"), args.videos, seed=0, workers=2)
-    print(summary.stats.table())
-    dataset = YtvisDataset.load(summary.annotations_uri)
+    bucket, tables = out / "bucket", out / "tables"
+    truth = out / "ground_truth"
+    if not (truth / "annotations.json").is_file():
+        print(f"generating {args.videos} synthetic val videos ...", flush=True)
+        summary = generate_split(str(truth), preset("val"), args.videos, seed=0, workers=2)
+        print(summary.stats.table())
+    synthetic = bucket / "synthetic"
+    synthetic.mkdir(parents=True, exist_ok=True)
+    for video in sorted((truth / "videos").glob("*.mp4")):
+        _copy_once(video, synthetic / video.name)
+    real = Path(args.real_videos)
+    if real.is_dir():
+        for video in sorted(p for p in real.iterdir() if is_video_file(p.name)):
+            _copy_once(video, bucket / "real" / video.name)
+    print(f"\ncorpus (the stand-in bucket): {bucket}", flush=True)
 
-    results: list[dict] = []
-    if args.model or DEFAULT_MODEL_FILE.is_file():
-        model = load_model(args.model)
-        print(f"\nsegmenting with {args.model or DEFAULT_MODEL_FILE.name} ...", flush=True)
-        results = segment_dataset(VideoSegmenter(model), dataset, model.config)
-        (out / "results.json").write_text(json.dumps(results))
-        print(evaluate_ytvis(summary.annotations_uri, results).format_table())
-    else:
-        print(f"\nno shipped model at {DEFAULT_MODEL_FILE}: showing the ground truth only")
+    summary = run_corpus_job(
+        CorpusJobConfig(input_uri=str(bucket), output_uri=str(tables), model_uri=args.model)
+    )
+    print(f"\n{summary.describe()}")
 
-    for video in dataset.videos[: args.previews]:
-        picked = np.linspace(0, video.length - 1, 8).round().astype(int)
-        frames = [f for t, f in enumerate(iter_frames(dataset, video)) if t in set(picked)]
-        truth = np.stack([track.masks()[picked] for track in dataset.tracks(video.id)], axis=1)
-        sheets = {"ground_truth": truth}  # [t, N, H, W]
-        confident = [r for r in results if r["video_id"] == video.id and r["score"] >= 0.5]
-        if results:
-            predicted = [masks.decode([r["segmentations"][t] for t in picked]) for r in confident]
-            sheets["predictions"] = (
-                np.stack(predicted, axis=1)
-                if predicted
-                else np.zeros((len(picked), 0, *truth.shape[2:]), bool)
+    exported = export_ytvis_results(str(tables), str(truth / "annotations.json"))
+    metrics = evaluate_ytvis(str(truth / "annotations.json"), exported.results)
+    print(f"\nAP on the synthetic part ({exported.matched} videos):")
+    print(metrics.format_table())
+
+    videos = read_table(str(tables), "videos", run_id=summary.run_id).to_pylist()
+    videos.sort(key=lambda video: video["video_id"])
+    print("\npreviews:")
+    for part in ("synthetic/", "real/"):
+        chosen = [v for v in videos if v["video_id"].startswith(part) and v["status"] == "ok"]
+        for video in chosen[: args.previews]:
+            name = video["video_id"].replace("/", "_").rsplit(".", 1)[0]
+            target = out / "previews" / f"{name}.mp4"
+            rendered = render_tracklets(
+                str(tables),
+                video["video_id"],
+                str(target),
+                sheet_uri=str(target.with_suffix(".png")),
+                run_id=summary.run_id,
             )
-        for kind, frame_masks in sheets.items():
-            colors = instance_colors(frame_masks.shape[1])
-            tiles = [overlay_masks(f, m, colors) for f, m in zip(frames, frame_masks, strict=True)]
-            preview = out / "previews" / f"{video.name}_{kind}.png"
-            write_png(str(preview), contact_sheet(tiles, columns=4))
-            print(f"preview: {preview} ({frame_masks.shape[1]} instances)")
+            print(f"  {rendered.out_uri}\n  {rendered.sheet_uri}")
     print(
-        "\nThe corpus job (`vis process`: Parquet tracklet tables from a corpus of videos) "
-        "is not built yet; this demo shows the benchmark and the model it will run."
+        f"\ntables: {tables}/{{videos,tracklets,tracklet_frames}} "
+        "(open with pyarrow.dataset or DuckDB read_parquet)"
     )
     return 0
+
+
+def _copy_once(source: Path, target: Path) -> None:
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)

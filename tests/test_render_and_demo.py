@@ -1,16 +1,17 @@
 """Mask overlays, contact sheets and PNGs; the embedded-default demo end to end."""
 
-import json
-
 import av
 import numpy as np
 import torch
 
 from jobs.cli import main
+from tests.media import smooth_frames
 from vis_core.modeling.model_file import save_model
 from vis_core.modeling.presets import vita_small_synth
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.render.overlay import contact_sheet, instance_colors, overlay_masks, write_png
+from vis_core.tables.read import read_table
+from vis_core.video.encode import write_mp4
 
 
 def test_overlay_colours_masks_and_outlines_only_inside_them():
@@ -38,20 +39,36 @@ def test_contact_sheet_and_png_round_trip(tmp_path):
     np.testing.assert_array_equal(decoded, sheet)  # PNG is lossless
 
 
-def test_demo_writes_a_corpus_results_and_previews(tmp_path, capsys):
+def test_demo_runs_the_corpus_job_evaluates_and_renders(tmp_path, capsys):
+    import ray
+
     torch.manual_seed(0)
     model_file = str(tmp_path / "model.vis.pt")
     save_model(model_file, VitaModel(vita_small_synth()))
-    args = ["demo", "--out", str(tmp_path), "--videos", "2", "--previews", "1"]
-    assert main([*args, "--model", model_file]) == 0
-    assert (tmp_path / "corpus" / "annotations.json").is_file()
-    assert len(list((tmp_path / "corpus" / "videos").glob("*.mp4"))) == 2
-    assert isinstance(json.loads((tmp_path / "results.json").read_text()), list)
-    names = sorted(path.name for path in (tmp_path / "previews").glob("*.png"))
-    assert len(names) == 2  # ground truth and predictions of one video
-    assert names[0].endswith("_ground_truth.png") and names[1].endswith("_predictions.png")
-    for preview in (tmp_path / "previews").glob("*.png"):
-        with av.open(str(preview)) as container:
-            assert next(container.decode(video=0)).width > 320
+    real = tmp_path / "real_videos"
+    real.mkdir()
+    write_mp4(str(real / "clip one.mp4"), smooth_frames(5, 48, 64), fps=5.0)
+    args = ["demo", "--out", str(tmp_path / "demo"), "--videos", "2", "--previews", "1"]
+    try:
+        assert main([*args, "--model", model_file, "--real-videos", str(real)]) == 0
+    finally:
+        ray.shutdown()
+    demo = tmp_path / "demo"
+    assert len(list((demo / "bucket" / "synthetic").glob("*.mp4"))) == 2
+    assert (demo / "bucket" / "real" / "clip one.mp4").is_file()
+    videos = read_table(str(demo / "tables"), "videos").to_pylist()
+    assert sorted(v["video_id"] for v in videos) == [
+        "real/clip one.mp4",
+        "synthetic/val_00000.mp4",
+        "synthetic/val_00001.mp4",
+    ]
+    previews = sorted(path.name for path in (demo / "previews").iterdir())
+    assert previews == [
+        "real_clip one.mp4",
+        "real_clip one.png",
+        "synthetic_val_00000.mp4",
+        "synthetic_val_00000.png",
+    ]
     out = capsys.readouterr().out
     assert "instances per video" in out and "AP50" in out
+    assert "videos: 3 in the corpus, 0 already committed, 3 ok, 0 failed" in out
