@@ -20,11 +20,13 @@ from vis_core.corpus.listing import list_corpus
 from vis_core.modeling.model_file import save_model
 from vis_core.modeling.presets import vita_small_synth
 from vis_core.modeling.vita_model import VitaModel
+from vis_core.tables.commit import TableCommitter
 from vis_core.tables.read import read_table
 from vis_core.video.decode import DecodeLimits
 from vis_core.video.encode import write_mp4
 from workflows.corpus_job import CorpusJobConfig, VideoOutcome, run_corpus_job
 
+SECRET = "secret-that-must-never-be-written-7f3a"
 MAX_FRAMES = 14  # the `long.mp4` video is over this limit
 OK_VIDEOS = {"a.mp4", "copy/a.mp4", "sub dir/b é.mp4", "c.mkv"}
 FAILED_VIDEOS = {
@@ -89,6 +91,7 @@ def ray_address(s3_server):
     with pytest.MonkeyPatch.context() as patch:
         for name, value in s3_server.env().items():
             patch.setenv(name, value)
+        patch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)  # the local server takes any key
         context = ray.init(num_cpus=2, include_dashboard=False)
         try:
             yield context.address_info["address"]
@@ -97,11 +100,11 @@ def ray_address(s3_server):
 
 
 def job(corpus_uri: str, output: str, model_file: str, **changes) -> CorpusJobConfig:
+    changes.setdefault("limits", DecodeLimits(max_frames=MAX_FRAMES))
     return CorpusJobConfig(
         input_uri=corpus_uri,
         output_uri=output,
         model_uri=model_file,
-        limits=DecodeLimits(max_frames=MAX_FRAMES),
         track=False,
         progress=False,
         **changes,
@@ -244,7 +247,12 @@ def test_killed_worker_loses_and_duplicates_no_video(
 
 
 def test_s3_input_and_output_give_the_same_tables(
-    corpus: Path, model_file: str, ray_address: str, s3_bucket: str, tmp_path: Path
+    corpus: Path,
+    model_file: str,
+    ray_address: str,
+    s3_bucket: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from vis_core.storage import open_fs
 
@@ -259,3 +267,47 @@ def test_s3_input_and_output_give_the_same_tables(
         assert comparable(remote, table) == comparable(local, table), table
     uris = read_table(remote, "videos")["uri"].to_pylist()
     assert all(uri.startswith("s3://") for uri in uris)
+    # Credentials never reach the tables, the summary or the log.
+    assert SECRET not in summary.describe() and SECRET not in caplog.text
+    for path in fs.find(f"{bucket}/tables"):
+        assert SECRET.encode() not in fs.cat_file(path)
+
+
+def test_video_ids_cannot_place_files_outside_the_output(tmp_path: Path) -> None:
+    committer = TableCommitter(str(tmp_path / "out"), "run1")
+    for video_id in ("../../escape.mp4", "/etc/passwd.mp4", "a/../../b.mp4", "x\n\x00.mp4"):
+        path = Path(committer.file_path("tracklets", video_id))
+        assert path.parent == tmp_path / "out" / "tracklets"
+        assert path.name.startswith("run1-") and path.suffix == ".parquet"
+    with pytest.raises(ValueError, match="alphanumeric"):
+        TableCommitter(str(tmp_path / "out"), "../run")
+
+
+def moving_box_video(path: Path, frames: int) -> None:
+    """A 320x240 video of a box sliding over a gradient, encoded frame by frame."""
+    from benchmarks.bench_long_video import moving_box_frames
+    from vis_core.video.encode import Mp4Writer
+
+    with Mp4Writer(str(path), fps=10.0) as writer:
+        for frame in moving_box_frames(frames, 240, 320):
+            writer.write(frame)
+
+
+@pytest.mark.slow
+def test_peak_memory_of_a_2000_frame_video_stays_within_twice_a_250_frame_one(
+    ray_address: str, tmp_path: Path
+) -> None:
+    """The shipped model (two-pass path past 120 frames); each job has a fresh worker."""
+    peaks = {}
+    for frames in (250, 2000):
+        corpus = tmp_path / f"corpus_{frames}"
+        corpus.mkdir()
+        moving_box_video(corpus / "video.mp4", frames)
+        outcomes: list[VideoOutcome] = []
+        summary = run_corpus_job(
+            job(str(corpus), str(tmp_path / f"out_{frames}"), None, limits=DecodeLimits()),
+            on_outcome=outcomes.append,
+        )
+        assert (summary.ok, summary.frames) == (1, frames)
+        peaks[frames] = outcomes[0].worker_peak_memory_bytes
+    assert peaks[2000] <= 2 * peaks[250], peaks

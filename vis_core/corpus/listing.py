@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vis_core.storage import open_fs, relative_to
+from vis_core.storage import open_fs
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
@@ -44,9 +44,18 @@ def list_corpus(input_uri: str, **storage_options: Any) -> list[CorpusVideo]:
             continue
         videos.append(
             CorpusVideo(
-                video_id=relative_to(path, root),
+                video_id=_relative(path, root),
                 uri=fs.unstrip_protocol(path),
                 size=int(info.get("size") or 0),
             )
         )
     return sorted(videos, key=lambda video: video.video_id)
+
+
+def _relative(path: str, root: str) -> str:
+    """`path` below `root`, exactly as stored: no normalisation (an object key may hold
+    `..` or `//`, which are part of its id; the id never becomes a file path)."""
+    prefix = root.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        raise ValueError(f"{path!r} is not inside {root!r}")
+    return path[len(prefix) :]
