@@ -16,7 +16,7 @@ import torch
 
 from tests.media import smooth_frames, write_audio_only, write_with_pyav
 from vis_core import masks
-from vis_core.corpus.listing import list_corpus
+from vis_core.corpus.listing import CorpusVideo, list_corpus
 from vis_core.modeling.model_file import save_model
 from vis_core.modeling.presets import vita_small_synth
 from vis_core.modeling.vita_model import VitaModel
@@ -28,7 +28,7 @@ from workflows.corpus_job import CorpusJobConfig, VideoOutcome, run_corpus_job
 
 SECRET = "secret-that-must-never-be-written-7f3a"
 MAX_FRAMES = 14  # the `long.mp4` video is over this limit
-OK_VIDEOS = {"a.mp4", "copy/a.mp4", "sub dir/b é.mp4", "c.mkv"}
+OK_VIDEOS = {"a.mp4", "copy/a.mp4", "sub dir/b é.mp4", "c.mkv", "dot.mp4"}
 FAILED_VIDEOS = {
     "zero.mp4": "EmptyVideoError",
     "truncated.mp4": "CorruptVideoError",
@@ -55,14 +55,16 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def make_corpus(root: Path) -> Path:
-    """Four good videos (one a copy of another, one in a folder with a space and an
-    accent, one Matroska), five bad ones and a text file that is not part of the corpus."""
+    """Five good videos (one a copy of another, one in a folder with a space and an
+    accent, one Matroska, one of a single 6x4 frame), five bad ones and a text file that
+    is not part of the corpus."""
     (root / "sub dir").mkdir(parents=True)
     (root / "copy").mkdir()
     write_mp4(str(root / "a.mp4"), smooth_frames(6, 48, 64), fps=10.0)
     shutil.copy(root / "a.mp4", root / "copy" / "a.mp4")
     write_mp4(str(root / "sub dir" / "b é.mp4"), smooth_frames(10, 40, 72), fps=5.0)
     write_with_pyav(root / "c.mkv", smooth_frames(5, 48, 48), 10.0, "matroska")
+    write_mp4(str(root / "dot.mp4"), smooth_frames(1, 4, 6), fps=1.0)  # one frame of 6x4
     (root / "zero.mp4").write_bytes(b"")
     noise = np.random.default_rng(0).integers(0, 256, (12, 96, 128, 3), dtype=np.uint8)
     write_with_pyav(root / "whole.mp4", noise, 10.0, "mp4", movflags="faststart")
@@ -135,7 +137,7 @@ def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
 ) -> None:
     output = str(tmp_path / "out")
     summary = run_corpus_job(job(str(corpus), output, model_file))
-    assert (summary.videos, summary.ok, summary.failed) == (9, 4, 5)
+    assert (summary.videos, summary.ok, summary.failed) == (10, 5, 5)
 
     videos = read_table(output, "videos").to_pylist()
     assert sorted(v["video_id"] for v in videos) == sorted(OK_VIDEOS | set(FAILED_VIDEOS))
@@ -172,22 +174,22 @@ def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
     counts = duckdb.sql(
         f"select count(*), count(distinct video_id) from read_parquet('{output}/videos/*.parquet')"
     ).fetchall()
-    assert counts == [(9, 9)]
+    assert counts == [(10, 10)]
 
     before = {t: comparable(output, t) for t in ("videos", "tracklets", "tracklet_frames")}
     files = sorted(str(p) for p in Path(output).rglob("*"))
     again = run_corpus_job(job(str(corpus), output, model_file))
-    assert (again.skipped, again.ok, again.failed) == (9, 0, 0)
+    assert (again.skipped, again.ok, again.failed) == (10, 0, 0)
     assert sorted(str(p) for p in Path(output).rglob("*")) == files
 
     retried = run_corpus_job(job(str(corpus), output, model_file, retry_failed=True))
-    assert (retried.skipped, retried.ok, retried.failed) == (4, 0, 5)
+    assert (retried.skipped, retried.ok, retried.failed) == (5, 0, 5)
     assert {t: comparable(output, t) for t in before} == before
 
     other_model = run_corpus_job(job(str(corpus), output, None))  # the shipped model
     assert other_model.run_id != summary.run_id and other_model.skipped == 0
-    assert len(read_table(output, "videos")) == 18
-    assert len(read_table(output, "videos", run_id=summary.run_id)) == 9
+    assert len(read_table(output, "videos")) == 20
+    assert len(read_table(output, "videos", run_id=summary.run_id)) == 10
 
 
 def test_interrupted_job_completes_without_duplicates(
@@ -223,6 +225,20 @@ def test_interrupted_job_completes_without_duplicates(
     assert sorted(videos) == sorted(OK_VIDEOS | set(FAILED_VIDEOS))
 
 
+def test_an_object_unreadable_after_listing_is_a_failed_row(
+    corpus: Path, model_file: str, ray_address: str, tmp_path: Path, monkeypatch
+) -> None:
+    import workflows.corpus_job
+
+    listed = list_corpus(str(corpus))[:1]
+    ghost = CorpusVideo("ghost.mp4", f"file://{corpus}/ghost.mp4", 1000)  # gone since listed
+    monkeypatch.setattr(workflows.corpus_job, "list_corpus", lambda uri: [*listed, ghost])
+    summary = run_corpus_job(job(str(corpus), str(tmp_path / "out"), model_file))
+    assert (summary.ok, summary.failed) == (1, 1)
+    row = read_table(str(tmp_path / "out"), "videos", video_ids=["ghost.mp4"]).to_pylist()[0]
+    assert row["status"] == "failed" and row["error"].startswith("VideoReadError")
+
+
 def ray_run_id(output: str) -> str:
     return read_table(output, "videos")["run_id"][0].as_py()
 
@@ -240,7 +256,7 @@ def test_killed_worker_loses_and_duplicates_no_video(
 
     summary = run_corpus_job(job(str(corpus), output, model_file), on_outcome=kill_first_worker)
     assert killed
-    assert (summary.ok, summary.failed) == (4, 5)
+    assert (summary.ok, summary.failed) == (5, 5)
     videos = read_table(output, "videos").to_pylist()
     assert sorted(v["video_id"] for v in videos) == sorted(OK_VIDEOS | set(FAILED_VIDEOS))
     assert all(v["error"] is None or "worker failed" not in v["error"] for v in videos)
@@ -262,7 +278,7 @@ def test_s3_input_and_output_give_the_same_tables(
     run_corpus_job(job(str(corpus), local, model_file))
     remote = f"{s3_bucket}/tables"
     summary = run_corpus_job(job(f"{s3_bucket}/corpus", remote, model_file))
-    assert (summary.ok, summary.failed) == (4, 5)
+    assert (summary.ok, summary.failed) == (5, 5)
     for table in ("videos", "tracklets", "tracklet_frames"):
         assert comparable(remote, table) == comparable(local, table), table
     uris = read_table(remote, "videos")["uri"].to_pylist()
