@@ -360,7 +360,7 @@ def test_criterion_on_the_small_model_is_finite_weighted_and_reaches_every_param
     assert dict(losses.weights) == expected
     no_object = [1.0] * small_model.config.num_classes + [0.1]
     buffers = dict(criterion.named_buffers())
-    for name in ("frame.empty_weight", "clip.empty_weight"):
+    for name in ("frame.class_loss.empty_weight", "clip.class_loss.empty_weight"):
         assert buffers[name].tolist() == pytest.approx(no_object)
     assert all(math.isfinite(value) for value in losses.detached().values())
     total = losses.total()

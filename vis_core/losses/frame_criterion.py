@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from vis_core.data.targets import FrameTargets
+from vis_core.losses.class_loss import ClassLoss
 from vis_core.losses.mask_losses import average_mask_count, point_sampled_mask_losses
 from vis_core.losses.matcher import FrameMatcher, Matching
 from vis_core.modeling.config import LossConfig
@@ -58,9 +58,7 @@ class FrameCriterion(nn.Module):
         self.num_classes = num_classes
         self.vita_last_layers = vita_last_layers
         self.matcher = FrameMatcher(config)
-        class_weight = torch.ones(num_classes + 1)
-        class_weight[-1] = config.no_object_weight
-        self.register_buffer("empty_weight", class_weight)
+        self.class_loss = ClassLoss(num_classes, config.no_object_weight)
 
     def forward(
         self,
@@ -123,9 +121,7 @@ class FrameCriterion(nn.Module):
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=device
         )
         target_classes[frame_index, query_index] = matched_labels
-        class_loss = F.cross_entropy(
-            logits.float().transpose(1, 2), target_classes, weight=self.empty_weight
-        )
+        class_loss = self.class_loss(logits, target_classes)
         target_masks = torch.cat([t.masks[index] for t, index in matched]).to(device)  # [Nt, H, W]
         mask_losses = point_sampled_mask_losses(
             masks[frame_index, query_index][:, None],  # [Nt, 1, h, w]

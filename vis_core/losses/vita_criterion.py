@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vis_core.data.targets import ClipTargets, FrameTargets
+from vis_core.losses.class_loss import ClassLoss
 from vis_core.losses.mask_losses import average_mask_count, point_sampled_mask_losses
 from vis_core.losses.matcher import Matching
 from vis_core.losses.vita_matcher import ClipMatcher
@@ -46,9 +47,7 @@ class ClipCriterion(nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.matcher = ClipMatcher(config)
-        class_weight = torch.ones(num_classes + 1)
-        class_weight[-1] = config.no_object_weight
-        self.register_buffer("empty_weight", class_weight)
+        self.class_loss = ClassLoss(num_classes, config.no_object_weight)
 
     def forward(
         self,
@@ -124,7 +123,7 @@ class ClipCriterion(nn.Module):
                 Vita.video_mask_logits(mask_embed[layer, clip][query], mask_features[clip])
             )
             target_masks.append(targets[clip].masks[instance].to(device))
-        class_loss = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
+        class_loss = self.class_loss(logits, target_classes)
         if pred_masks:
             mask_losses = point_sampled_mask_losses(
                 torch.cat(pred_masks), torch.cat(target_masks), num_masks, self.config
