@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CPU_VIDEOS = 16
+CPU_VIDEOS = 40  # enough that starting the workers (a few seconds) is amortised
 
 
 def _decoded(video_uri: str) -> list[np.ndarray]:
