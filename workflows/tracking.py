@@ -1,4 +1,4 @@
-"""MLflow tracking of trainings: the one module of the project that talks to MLflow.
+"""MLflow tracking of trainings and jobs: the one module of the project that talks to MLflow.
 
 Every call goes through an `MlflowClient` built from an explicit `TrackingConfig`, never
 through MLflow's process-wide state, so nothing lands in the working directory: MLflow
@@ -17,13 +17,14 @@ marked with an alias, since registry stages are deprecated.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,71 @@ def record_job(
     recorded.log_metrics(metrics, step=0)
     recorded.finish()
     return run.info.run_id
+
+
+# Reading runs back (notebooks, reports)
+
+_RUNS_PER_PAGE = 1000
+
+
+def list_runs(config: TrackingConfig) -> list[dict[str, Any]]:
+    """The runs of the config's experiment, newest first, one flat dict each.
+
+    Keys: `run_id`, `name`, `status`, `start_time` (UTC datetime), `end_time` (None while
+    running), then `params.<key>` (strings, as logged) and `metrics.<key>` (each metric's
+    last logged value), the columns of `mlflow.search_runs`. An experiment that does not
+    exist has no runs.
+    """
+    client = client_for(config)
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        return []
+    found, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment.experiment_id],
+            order_by=["attributes.start_time DESC"],
+            max_results=_RUNS_PER_PAGE,
+            page_token=token,
+        )
+        found.extend(page)
+        token = page.token
+        if not token:
+            break
+    rows = []
+    for run in found:
+        row: dict[str, Any] = {
+            "run_id": run.info.run_id,
+            "name": run.info.run_name,
+            "status": run.info.status,
+            "start_time": _utc(run.info.start_time),
+            "end_time": _utc(run.info.end_time),
+        }
+        row.update({f"params.{key}": value for key, value in sorted(run.data.params.items())})
+        row.update({f"metrics.{key}": value for key, value in sorted(run.data.metrics.items())})
+        rows.append(row)
+    return rows
+
+
+def run_history(
+    config: TrackingConfig, run_id: str, keys: Sequence[str]
+) -> dict[str, list[tuple[int, float]]]:
+    """Every logged value of each metric in `keys` for one run: `(step, value)` pairs by
+    step (the last logged value where a step was logged twice, as by a resumed training).
+    A metric the run never logged has an empty list."""
+    client = client_for(config)
+    history: dict[str, list[tuple[int, float]]] = {}
+    for key in keys:
+        by_step: dict[int, tuple[int, float]] = {}  # step -> (timestamp, value)
+        for metric in client.get_metric_history(run_id, key):
+            seen = by_step.get(metric.step)
+            if seen is None or metric.timestamp >= seen[0]:
+                by_step[metric.step] = (metric.timestamp, metric.value)
+        history[key] = [(step, by_step[step][1]) for step in sorted(by_step)]
+    return history
+
+
+def _utc(millis: int | None) -> datetime.datetime | None:
+    if millis is None:
+        return None
+    return datetime.datetime.fromtimestamp(millis / 1000, tz=datetime.UTC)
