@@ -21,4 +21,5 @@ def _temporary_data_folder(tmp_path_factory: pytest.TempPathFactory):
     """Nothing a test runs writes to the user's data folder."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIS_HOME", str(tmp_path_factory.mktemp("vis_home")))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         yield

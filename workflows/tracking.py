@@ -58,7 +58,8 @@ class TrackingConfig:
     """Where trainings are recorded.
 
     tracking_uri: an MLflow tracking URI (`sqlite:///...`, `http://host:5000`); None for
-        the local store `sqlite:///<data_dir>/mlflow/mlflow.db`.
+        `MLFLOW_TRACKING_URI` when set, else the local store
+        `sqlite:///<data_dir>/mlflow/mlflow.db`.
     artifact_root: the artifact folder or URI of experiments created here; None for
         `<data_dir>/mlflow/artifacts` with the default store, the database's folder +
         `/artifacts` with another SQLite store, and the server's choice otherwise.
@@ -71,6 +72,10 @@ class TrackingConfig:
     def resolved(self) -> TrackingConfig:
         """The same config with defaults filled in and local paths made absolute (Ray
         workers run in another working directory)."""
+        if self.tracking_uri is None and os.environ.get("MLFLOW_TRACKING_URI"):
+            return TrackingConfig(
+                os.environ["MLFLOW_TRACKING_URI"], self.artifact_root, self.experiment
+            ).resolved()
         if self.tracking_uri is None:
             root = data_dir() / "mlflow"
             root.mkdir(parents=True, exist_ok=True)
