@@ -4,8 +4,12 @@ The official recipe starts from a backbone pretrained on ImageNet; none can be d
 here. Trained from scratch, the Mask2Former detector learns masks long before it tells
 categories apart: on the synthetic benchmark its class loss stayed at chance for 2,600
 CPU steps while dice fell from 0.97 to 0.45. So the backbone first learns the categories
-directly, as an image classifier: windows centred on annotated instances of a COCO-format
-image set, at about their native scale, classified from the pooled res5 features.
+directly: windows centred on annotated instances of a COCO-format image set, at about
+their native scale, each classified from its backbone features averaged inside its mask
+(res4 and res5). Pooling inside the mask is what the detector's masked attention does,
+and it matters: on the cluttered synthetic images a classifier of the whole window
+(global pooling) stayed near chance for 1,000 steps, while the same backbone on windows
+with only the object left reached 74% held-out accuracy in 600.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class InstanceCrops:
-    """Windows around instances: images `[N, S, S, 3]` uint8 RGB, labels `[N]` int64."""
+    """Windows around instances: images `[N, S, S, 3]` uint8 RGB, the instance's mask in
+    each `[N, S, S]` bool, labels `[N]` int64."""
 
     images: np.ndarray
+    masks: np.ndarray
     labels: np.ndarray
 
     def __len__(self) -> int:
@@ -79,7 +85,7 @@ def extract_crops(
     """One window per non-crowd instance of the images in `image_ids` (all by default),
     at side `window * jitter`; parts outside the image are black."""
     side = round(config.window * config.jitter)
-    images, labels = [], []
+    images, windows, labels = [], [], []
     for entry in dataset.images:
         if image_ids is not None and entry.id not in image_ids:
             continue
@@ -94,18 +100,21 @@ def extract_crops(
             x, y, w, h = box
             extent = max(config.min_extent, config.context * max(w, h)) * config.jitter
             images.append(_window(picture, x + w / 2, y + h / 2, extent, side))
+            mask_image = mask[..., None].astype(np.uint8) * np.uint8(255)
+            windows.append(_window(mask_image, x + w / 2, y + h / 2, extent, side)[..., 0] >= 128)
             labels.append(label_of[instance.category_id])
     if not labels:
         raise ValueError("no labelled instance to pretrain on")
-    return InstanceCrops(np.stack(images), np.asarray(labels, np.int64))
+    return InstanceCrops(np.stack(images), np.stack(windows), np.asarray(labels, np.int64))
 
 
 def _window(picture: np.ndarray, cx: float, cy: float, extent: float, side: int) -> np.ndarray:
-    """The square of `extent` pixels centred on (cx, cy), resized to `side`: `[S, S, 3]`."""
+    """The square of `extent` pixels centred on (cx, cy) of `picture` `[H, W, C]` uint8,
+    resized to `side`: `[S, S, C]`."""
     height, width = picture.shape[:2]
     x0, y0 = round(cx - extent / 2), round(cy - extent / 2)
     size = max(1, round(extent))
-    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas = np.zeros((size, size, picture.shape[2]), np.uint8)
     src_x0, src_y0 = max(0, x0), max(0, y0)
     src_x1, src_y1 = min(width, x0 + size), min(height, y0 + size)
     if src_x1 > src_x0 and src_y1 > src_y0:
@@ -118,15 +127,26 @@ def _window(picture: np.ndarray, cx: float, cy: float, extent: float, side: int)
 
 
 class InstanceClassifier(nn.Module):
-    """A backbone and a linear head on its average-pooled res5: `[B, 3, S, S] -> [B, K]`."""
+    """A backbone and a linear head on its res4 and res5 features averaged inside each
+    instance's mask: `forward(images [B, 3, S, S], masks [B, S, S]) -> logits [B, K]`."""
 
     def __init__(self, backbone: ResNet, num_classes: int):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.out_channels[-1], num_classes)
+        self.head = nn.Linear(sum(backbone.out_channels[-2:]), num_classes)
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.backbone(images).res5.mean(dim=(2, 3)))
+    def forward(self, images: Tensor, masks: Tensor) -> Tensor:
+        features = self.backbone(images)
+        pooled = [_mask_pool(level, masks) for level in (features.res4, features.res5)]
+        return self.head(torch.cat(pooled, dim=1))
+
+
+def _mask_pool(features: Tensor, masks: Tensor) -> Tensor:
+    """features `[B, C, h, w]`, masks `[B, S, S]` -> `[B, C]`: the mean over the mask's
+    share of each cell (the whole map where a mask vanishes at that scale)."""
+    weights = F.adaptive_avg_pool2d(masks[:, None].float(), features.shape[-2:])  # [B, 1, h, w]
+    weights = weights + 1e-6
+    return (features * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3))
 
 
 def pretrain_backbone(
@@ -156,8 +176,8 @@ def pretrain_backbone(
     batches = _augmented_batches(train, config, generator)
     classifier.train()
     for step in range(1, config.steps + 1):
-        images, labels = next(batches)
-        logits = classifier(normalize(images))
+        images, masks, labels = next(batches)
+        logits = classifier(normalize(images), masks)
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,17 +203,24 @@ def pretrain_backbone(
 def _augmented_batches(
     crops: InstanceCrops, config: PretrainConfig, generator: torch.Generator
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Random windows of `window` pixels inside the jittered crops, randomly flipped."""
+    """Random windows of `window` pixels inside the jittered crops (images `[B, S, S, 3]`,
+    masks `[B, S, S]`, labels `[B]`), randomly flipped."""
     images = torch.from_numpy(crops.images)
+    masks = torch.from_numpy(crops.masks)
     labels = torch.from_numpy(crops.labels)
     slack = images.shape[1] - config.window
     while True:
         index = torch.randint(len(labels), (config.batch_size,), generator=generator)
         dx, dy = torch.randint(slack + 1, (2,), generator=generator).tolist()
-        batch = images[index, dy : dy + config.window, dx : dx + config.window]
+        window = (slice(dy, dy + config.window), slice(dx, dx + config.window))
+        batch, batch_masks = (
+            images[index][:, window[0], window[1]],
+            masks[index][:, window[0], window[1]],
+        )
         flip = torch.rand(config.batch_size, generator=generator) < 0.5
         batch[flip] = batch[flip].flip(2)
-        yield batch, labels[index]
+        batch_masks[flip] = batch_masks[flip].flip(2)
+        yield batch, batch_masks, labels[index]
 
 
 @torch.no_grad()
@@ -207,14 +234,19 @@ def _accuracy(
         return float("nan")
     classifier.eval()
     margin = (crops.images.shape[1] - config.window) // 2
-    images = torch.from_numpy(crops.images)[
-        :, margin : margin + config.window, margin : margin + config.window
-    ]
+    centre = (
+        slice(None),
+        slice(margin, margin + config.window),
+        slice(margin, margin + config.window),
+    )
+    images = torch.from_numpy(crops.images)[centre]
+    masks = torch.from_numpy(crops.masks)[centre]
     labels = torch.from_numpy(crops.labels)
     correct = 0
     for start in range(0, len(crops), 256):
-        logits = classifier(normalize(images[start : start + 256]))
-        correct += int((logits.argmax(-1) == labels[start : start + 256]).sum())
+        batch = slice(start, start + 256)
+        logits = classifier(normalize(images[batch]), masks[batch])
+        correct += int((logits.argmax(-1) == labels[batch]).sum())
     return correct / len(crops)
 
 
