@@ -23,3 +23,25 @@ def _temporary_data_folder(tmp_path_factory: pytest.TempPathFactory):
         patch.setenv("VIS_HOME", str(tmp_path_factory.mktemp("vis_home")))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A model file of the small preset with random weights and 64-pixel inputs (fast on
+    CPU); videos over 8 frames take the segmenter's two-pass (long video) path."""
+    import dataclasses
+
+    from vis_core.modeling.model_file import save_model
+    from vis_core.modeling.presets import vita_small_synth
+    from vis_core.modeling.vita_model import VitaModel
+
+    config = vita_small_synth()
+    config = dataclasses.replace(
+        config,
+        input=dataclasses.replace(config.input, min_size_test=64),
+        inference=dataclasses.replace(config.inference, long_video_frames=8),
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.vis.pt"
+    save_model(str(path), VitaModel(config), weights_dtype=torch.float16)
+    return str(path)

@@ -3,7 +3,6 @@ a killed worker, and `s3://` through the local S3 server."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import signal
@@ -12,14 +11,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-import torch
 
 from tests.media import smooth_frames, write_audio_only, write_with_pyav
 from vis_core import masks
 from vis_core.corpus.listing import CorpusVideo, list_corpus
-from vis_core.modeling.model_file import save_model
-from vis_core.modeling.presets import vita_small_synth
-from vis_core.modeling.vita_model import VitaModel
 from vis_core.tables.commit import TableCommitter
 from vis_core.tables.read import read_table
 from vis_core.video.decode import DecodeLimits
@@ -36,22 +31,6 @@ FAILED_VIDEOS = {
     "audio.m4v": "NotAVideoError",
     "long.mp4": "VideoTooLargeError",
 }
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The small preset, random weights, 64-pixel inputs; videos over 8 frames take the
-    two-pass (long video) path."""
-    config = vita_small_synth()
-    config = dataclasses.replace(
-        config,
-        input=dataclasses.replace(config.input, min_size_test=64),
-        inference=dataclasses.replace(config.inference, long_video_frames=8),
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.vis.pt"
-    save_model(str(path), VitaModel(config), weights_dtype=torch.float16)
-    return str(path)
 
 
 def make_corpus(root: Path) -> Path:
@@ -101,7 +80,7 @@ def ray_address(s3_server):
             ray.shutdown()
 
 
-def job(corpus_uri: str, output: str, model_file: str, **changes) -> CorpusJobConfig:
+def job(corpus_uri: str, output: str, model_file: str | None, **changes) -> CorpusJobConfig:
     changes.setdefault("limits", DecodeLimits(max_frames=MAX_FRAMES))
     return CorpusJobConfig(
         input_uri=corpus_uri,
@@ -133,10 +112,10 @@ def test_listing_takes_video_extensions_and_keeps_exact_relative_paths(corpus: P
 
 
 def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
-    corpus: Path, model_file: str, ray_address: str, tmp_path: Path
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path
 ) -> None:
     output = str(tmp_path / "out")
-    summary = run_corpus_job(job(str(corpus), output, model_file))
+    summary = run_corpus_job(job(str(corpus), output, tiny_model))
     assert (summary.videos, summary.ok, summary.failed) == (10, 5, 5)
 
     videos = read_table(output, "videos").to_pylist()
@@ -178,11 +157,11 @@ def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
 
     before = {t: comparable(output, t) for t in ("videos", "tracklets", "tracklet_frames")}
     files = sorted(str(p) for p in Path(output).rglob("*"))
-    again = run_corpus_job(job(str(corpus), output, model_file))
+    again = run_corpus_job(job(str(corpus), output, tiny_model))
     assert (again.skipped, again.ok, again.failed) == (10, 0, 0)
     assert sorted(str(p) for p in Path(output).rglob("*")) == files
 
-    retried = run_corpus_job(job(str(corpus), output, model_file, retry_failed=True))
+    retried = run_corpus_job(job(str(corpus), output, tiny_model, retry_failed=True))
     assert (retried.skipped, retried.ok, retried.failed) == (5, 0, 5)
     assert {t: comparable(output, t) for t in before} == before
 
@@ -193,7 +172,7 @@ def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
 
 
 def test_interrupted_job_completes_without_duplicates(
-    corpus: Path, model_file: str, ray_address: str, tmp_path: Path
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path
 ) -> None:
     output = str(tmp_path / "out")
 
@@ -208,7 +187,7 @@ def test_interrupted_job_completes_without_duplicates(
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        run_corpus_job(job(str(corpus), output, model_file), on_outcome=interrupt_after_two)
+        run_corpus_job(job(str(corpus), output, tiny_model), on_outcome=interrupt_after_two)
     import ray  # the interrupted job's workers are gone with it; the next job starts new ones
 
     assert ray.is_initialized()
@@ -218,7 +197,7 @@ def test_interrupted_job_completes_without_duplicates(
     orphan = Path(output) / "tracklets" / f"{ray_run_id(output)}-00000000000000000000.parquet"
     shutil.copy(next((Path(output) / "tracklets").glob("*.parquet")), orphan)
 
-    summary = run_corpus_job(job(str(corpus), output, model_file))
+    summary = run_corpus_job(job(str(corpus), output, tiny_model))
     assert summary.skipped == len(done)
     assert not orphan.exists()
     videos = [v["video_id"] for v in read_table(output, "videos").to_pylist()]
@@ -226,14 +205,14 @@ def test_interrupted_job_completes_without_duplicates(
 
 
 def test_an_object_unreadable_after_listing_is_a_failed_row(
-    corpus: Path, model_file: str, ray_address: str, tmp_path: Path, monkeypatch
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path, monkeypatch
 ) -> None:
     import workflows.corpus_job
 
     listed = list_corpus(str(corpus))[:1]
     ghost = CorpusVideo("ghost.mp4", f"file://{corpus}/ghost.mp4", 1000)  # gone since listed
     monkeypatch.setattr(workflows.corpus_job, "list_corpus", lambda uri: [*listed, ghost])
-    summary = run_corpus_job(job(str(corpus), str(tmp_path / "out"), model_file))
+    summary = run_corpus_job(job(str(corpus), str(tmp_path / "out"), tiny_model))
     assert (summary.ok, summary.failed) == (1, 1)
     row = read_table(str(tmp_path / "out"), "videos", video_ids=["ghost.mp4"]).to_pylist()[0]
     assert row["status"] == "failed" and row["error"].startswith("VideoReadError")
@@ -244,7 +223,7 @@ def ray_run_id(output: str) -> str:
 
 
 def test_killed_worker_loses_and_duplicates_no_video(
-    corpus: Path, model_file: str, ray_address: str, tmp_path: Path
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path
 ) -> None:
     output = str(tmp_path / "out")
     killed: list[int] = []
@@ -254,7 +233,7 @@ def test_killed_worker_loses_and_duplicates_no_video(
             killed.append(outcome.worker_pid)
             os.kill(outcome.worker_pid, signal.SIGKILL)
 
-    summary = run_corpus_job(job(str(corpus), output, model_file), on_outcome=kill_first_worker)
+    summary = run_corpus_job(job(str(corpus), output, tiny_model), on_outcome=kill_first_worker)
     assert killed
     assert (summary.ok, summary.failed) == (5, 5)
     videos = read_table(output, "videos").to_pylist()
@@ -264,7 +243,7 @@ def test_killed_worker_loses_and_duplicates_no_video(
 
 def test_s3_input_and_output_give_the_same_tables(
     corpus: Path,
-    model_file: str,
+    tiny_model: str,
     ray_address: str,
     s3_bucket: str,
     tmp_path: Path,
@@ -275,9 +254,9 @@ def test_s3_input_and_output_give_the_same_tables(
     fs, bucket = open_fs(s3_bucket)
     fs.put(str(corpus) + "/", f"{bucket}/corpus/", recursive=True)
     local = str(tmp_path / "out")
-    run_corpus_job(job(str(corpus), local, model_file))
+    run_corpus_job(job(str(corpus), local, tiny_model))
     remote = f"{s3_bucket}/tables"
-    summary = run_corpus_job(job(f"{s3_bucket}/corpus", remote, model_file))
+    summary = run_corpus_job(job(f"{s3_bucket}/corpus", remote, tiny_model))
     assert (summary.ok, summary.failed) == (5, 5)
     for table in ("videos", "tracklets", "tracklet_frames"):
         assert comparable(remote, table) == comparable(local, table), table

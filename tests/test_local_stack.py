@@ -4,7 +4,6 @@ or a port behind; `up`/`status`/`down` do the same from the command line."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import subprocess
@@ -13,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from infra.local_s3 import UNSET_VARS
 from infra.local_stack import STATE_FILE, LocalStack, session_members
@@ -37,20 +35,6 @@ def gone(pid: int) -> bool:
     except OSError:
         return True
     return text[text.rindex(")") + 2] == "Z"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from vis_core.modeling.model_file import save_model
-    from vis_core.modeling.presets import vita_small_synth
-    from vis_core.modeling.vita_model import VitaModel
-
-    config = vita_small_synth()
-    config = dataclasses.replace(config, input=dataclasses.replace(config.input, min_size_test=64))
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.vis.pt"
-    save_model(str(path), VitaModel(config), weights_dtype=torch.float16)
-    return str(path)
 
 
 def test_stack_serves_the_corpus_job_and_stops_cleanly(

@@ -5,7 +5,6 @@ job submitted to a real Ray head (started here, on loopback, and stopped here) t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import signal
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from infra.local_stack import free_port, session_members, stop_session
 from infra.submit import (
@@ -176,20 +174,6 @@ def _kill_stragglers(temp_dir: str) -> None:
             with contextlib.suppress(OSError):
                 if temp_dir.encode() in (entry / "cmdline").read_bytes():
                     os.kill(int(entry.name), signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from vis_core.modeling.model_file import save_model
-    from vis_core.modeling.presets import vita_small_synth
-    from vis_core.modeling.vita_model import VitaModel
-
-    config = vita_small_synth()
-    config = dataclasses.replace(config, input=dataclasses.replace(config.input, min_size_test=64))
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.vis.pt"
-    save_model(str(path), VitaModel(config), weights_dtype=torch.float16)
-    return str(path)
 
 
 @pytest.mark.slow  # another job on the head: about 11 s here
