@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=int, metavar="T", help="frames per clip")
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument(
+        "--backbone-multiplier",
+        type=float,
+        metavar="M",
+        help="backbone learning rate = M x lr (default: the recipe's; 0.1 keeps a pretrained "
+        "backbone's features)",
+    )
+    parser.add_argument(
         "--freeze-detector", action="store_true", help="train VITA only, detector frozen"
     )
     parser.add_argument("--init-model", help="start from this vis model file or models:/ URI")
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "num_frames": args.frames,
         "lr": args.lr,
+        "backbone_multiplier": args.backbone_multiplier,
         "coco_weight": args.coco_weight,
     }
     config = TrainJobConfig(
