@@ -160,12 +160,15 @@ def run_corpus_job(
         ensure_ray(config.ray_address)
         pool = _WorkerPool(config, ray.put(model_bytes), options)
         progress = JobProgress(len(todo), enabled=config.progress)
-        for outcome in pool.run(todo, committer):
-            outcomes.append(outcome)
-            progress.update(outcome.num_frames, failed=outcome.status != STATUS_OK)
-            if on_outcome is not None:
-                on_outcome(outcome)
-        progress.close()
+        try:
+            for outcome in pool.run(todo, committer):
+                outcomes.append(outcome)
+                progress.update(outcome.num_frames, failed=outcome.status != STATUS_OK)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+        finally:
+            progress.close()
+            pool.shutdown()
     summary = CorpusJobSummary(
         run_id=options.run_id,
         model=options.model,
@@ -304,6 +307,13 @@ class _WorkerPool:
                 except (RayActorError, RayTaskError) as error:
                     # The worker died on every attempt, or the commit itself failed.
                     yield self._record_failure(committer, video, error)
+
+    def shutdown(self) -> None:
+        """Stop the workers now (an interrupted job leaves no actor holding CPUs)."""
+        import ray
+
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
 
     def _record_failure(
         self, committer: TableCommitter, video: CorpusVideo, error: Exception
