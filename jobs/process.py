@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--retry-failed", action="store_true", help="process again the videos that failed"
     )
     parser.add_argument("--max-frames", type=int, help="fail videos with more frames than this")
+    parser.add_argument(
+        "--s3-endpoint",
+        help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL; credentials always come "
+        "from the environment, never from options)",
+    )
     parser.add_argument("--ray-address", help="Ray cluster (default: RAY_ADDRESS or a local one)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the local store)")
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
@@ -48,12 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+    import os
 
     from vis_core.corpus.listing import CorpusNotFoundError
     from vis_core.modeling.model_file import ModelFileError
     from vis_core.video.decode import DecodeLimits
     from workflows.corpus_job import CorpusJobConfig, run_corpus_job
 
+    if args.s3_endpoint:
+        # Before Ray starts, so a local cluster's workers inherit it (on a remote cluster,
+        # set it in the runtime_env env_vars of the job).
+        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
     limits = DecodeLimits()
     if args.max_frames is not None:
         limits = dataclasses.replace(limits, max_frames=args.max_frames)

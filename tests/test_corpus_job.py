@@ -306,3 +306,37 @@ def test_peak_memory_of_a_2000_frame_video_stays_within_twice_a_250_frame_one(
         assert (summary.ok, summary.frames) == (1, frames)
         peaks[frames] = outcomes[0].worker_peak_memory_bytes
     assert peaks[2000] <= 2 * peaks[250], peaks
+
+
+def test_cli_exit_status_and_summary(
+    corpus: Path, tiny_model: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from jobs.cli import main
+
+    missing = ["process", "--input", str(tmp_path / "missing"), "--output", str(tmp_path)]
+    assert main(missing) == 2
+    assert "is not a folder or prefix" in capsys.readouterr().err
+    no_model = ["--model", str(tmp_path / "none.vis.pt"), "--no-tracking"]
+    assert main(["process", "--input", str(corpus), "--output", str(tmp_path), *no_model]) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+    import workflows.corpus_job
+
+    seen = {}
+
+    def fake_job(config):
+        seen["endpoint"] = os.environ.get("AWS_ENDPOINT_URL")
+        seen["config"] = config
+        return workflows.corpus_job.CorpusJobSummary(
+            "r", "m", config.output_uri, 3, 0, 2, 1, 4, 50, 2.0, (("bad.mp4", "EmptyVideoError"),)
+        )
+
+    monkeypatch.setattr(workflows.corpus_job, "run_corpus_job", fake_job)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://before")  # restored after the test
+    argv = ["process", "--input", "s3://b/v", "--output", "s3://b/t", "--s3-endpoint", "http://x"]
+    assert main([*argv, "--retry-failed", "--max-frames", "99", "--quiet"]) == 0  # failures: 0
+    assert seen["endpoint"] == "http://x"
+    config = seen["config"]
+    assert config.retry_failed and config.limits.max_frames == 99 and not config.progress
+    out = capsys.readouterr().out
+    assert "2 ok, 1 failed" in out and "failed: bad.mp4: EmptyVideoError" in out
