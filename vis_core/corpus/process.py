@@ -7,6 +7,7 @@ segmenter's two-pass path), each pass a fresh sequential decode.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -50,7 +51,7 @@ def process_video(
     try:
         with open_video(video.uri, options.limits, options.decode_threads) as reader:
             info = reader.info
-        record = _with(record, fps=info.fps, width=info.width, height=info.height)
+        record = dataclasses.replace(record, fps=info.fps, width=info.width, height=info.height)
 
         def frames() -> Iterator[np.ndarray]:
             return decoded.frames(video.uri, options)
@@ -59,7 +60,7 @@ def process_video(
         instances = segmenter.segment(frames)
         inference_s = time.perf_counter() - inference_started
         timestamps = decoded.first_pass_timestamps
-        record = _with(
+        record = dataclasses.replace(
             record,
             num_frames=instances.num_frames,
             decode_s=decoded.seconds,
@@ -71,11 +72,7 @@ def process_video(
         message = f"{type(error).__name__}: {error}"
     except Exception as error:  # a failed row, never a crashed job (see the module doc)
         message = f"{type(error).__name__} while processing: {error}"
-    return failed_rows(_with(record, total_s=time.perf_counter() - started), message)
-
-
-def _with(record: VideoRecord, **changes) -> VideoRecord:
-    return VideoRecord(**{**record.__dict__, **changes})
+    return failed_rows(dataclasses.replace(record, total_s=time.perf_counter() - started), message)
 
 
 class _DecodeLog:
