@@ -23,15 +23,14 @@ import pyarrow.compute as pc
 from vis_core import masks
 from vis_core.render.font import draw_text, text_size
 from vis_core.render.overlay import contact_sheet, instance_colors, overlay_masks, write_png
-from vis_core.tables.read import latest_run_id, read_table
-from vis_core.tables.schema import STATUS_FAILED, TRACKLET_FRAMES, TRACKLETS, VIDEOS
+from vis_core.tables.read import VideoRowError, latest_run_id, ok_video_row, read_table
+from vis_core.tables.schema import TRACKLET_FRAMES, TRACKLETS
 from vis_core.video.decode import open_video
 from vis_core.video.encode import Mp4Writer
 
 SHEET_COLUMNS = 4
 # Wider frames are shrunk by a whole factor for the contact sheet, so that it stays small.
 SHEET_TILE_MAX_WIDTH = 480
-_KNOWN_SHOWN = 5  # video ids listed when the one asked for is not in the run
 _MP4_CRF = 18  # a little better than the default 23, so labels stay sharp
 
 
@@ -151,32 +150,10 @@ def label_origin(
 
 
 def _video_row(tables_uri: str, video_id: str, run: str) -> dict:
-    """The `videos` row of `video_id` in the run; a clear error when it is absent or failed."""
-    found = read_table(tables_uri, VIDEOS, run_id=run, video_ids=[video_id])
-    if found.num_rows == 0:
-        known = read_table(tables_uri, VIDEOS, run_id=run, columns=["video_id"])
-        if known.num_rows == 0:
-            runs = read_table(tables_uri, VIDEOS, columns=["run_id"])["run_id"].unique()
-            raise RenderError(
-                f"run {run!r} has no committed video under {tables_uri}; its runs are "
-                f"{_some(runs.to_pylist())}"
-            )
-        raise RenderError(
-            f"video {video_id!r} is not in run {run!r} under {tables_uri}; its videos "
-            f"include {_some(known['video_id'].to_pylist())}"
-        )
-    row = found.slice(0, 1).to_pylist()[0]
-    if row["status"] == STATUS_FAILED:
-        raise RenderError(f"video {video_id!r} failed in run {run!r}: {row['error']}")
-    return row
-
-
-def _some(names: list[str]) -> str:
-    """A few of `names`, sorted and quoted, and how many more there are."""
-    names = sorted(names)
-    listed = ", ".join(repr(name) for name in names[:_KNOWN_SHOWN])
-    more = len(names) - _KNOWN_SHOWN
-    return f"{listed} (and {more} more)" if more > 0 else listed
+    try:
+        return ok_video_row(tables_uri, video_id, run)
+    except VideoRowError as error:
+        raise RenderError(str(error)) from None
 
 
 def _tracks(tables_uri: str, video_id: str, run: str) -> dict[int, _Track]:

@@ -17,11 +17,18 @@ import pyarrow.dataset as pads
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from vis_core.storage import join, open_fs
-from vis_core.tables.schema import SCHEMAS, TABLE_NAMES, VIDEOS
+from vis_core.tables.schema import SCHEMAS, STATUS_FAILED, TABLE_NAMES, VIDEOS
 
 
 class TablesNotFoundError(FileNotFoundError):
     """The output prefix holds no committed video."""
+
+
+class VideoRowError(ValueError):
+    """A video is not in a run, or failed in it (the message says which, with examples)."""
+
+
+_NAMES_SHOWN = 5  # video ids or runs quoted when the one asked for is not there
 
 
 def read_table(
@@ -66,6 +73,40 @@ def latest_run_id(output_uri: str, **storage_options: Any) -> str:
         raise TablesNotFoundError(f"no committed video under {output_uri}")
     latest = pc.index(videos["processed_at"], pc.max(videos["processed_at"])).as_py()
     return videos["run_id"][latest].as_py()
+
+
+def ok_video_row(
+    output_uri: str, video_id: str, run_id: str, **storage_options: Any
+) -> dict[str, Any]:
+    """The `videos` row of `video_id` in run `run_id`, which must be `ok`; otherwise a
+    `VideoRowError` naming some of the run's videos (or the runs there are)."""
+    found = read_table(output_uri, VIDEOS, run_id=run_id, video_ids=[video_id], **storage_options)
+    if found.num_rows == 0:
+        known = read_table(
+            output_uri, VIDEOS, run_id=run_id, columns=["video_id"], **storage_options
+        )
+        if known.num_rows == 0:
+            runs = read_table(output_uri, VIDEOS, columns=["run_id"], **storage_options)
+            raise VideoRowError(
+                f"run {run_id!r} has no committed video under {output_uri}; its runs are "
+                f"{_some(runs['run_id'].unique().to_pylist())}"
+            )
+        raise VideoRowError(
+            f"video {video_id!r} is not in run {run_id!r} under {output_uri}; its videos "
+            f"include {_some(known['video_id'].to_pylist())}"
+        )
+    row = found.slice(0, 1).to_pylist()[0]
+    if row["status"] == STATUS_FAILED:
+        raise VideoRowError(f"video {video_id!r} failed in run {run_id!r}: {row['error']}")
+    return row
+
+
+def _some(names: list[str]) -> str:
+    """A few of `names`, sorted and quoted, and how many more there are."""
+    names = sorted(names)
+    listed = ", ".join(repr(name) for name in names[:_NAMES_SHOWN])
+    more = len(names) - _NAMES_SHOWN
+    return f"{listed} (and {more} more)" if more > 0 else listed
 
 
 def _committed_filter(videos: pa.Table) -> pc.Expression:

@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 from vis_core import masks
 from vis_core.render.font import draw_text
 from vis_core.render.overlay import contact_sheet, instance_colors, overlay_masks
-from vis_core.tables.read import latest_run_id, read_table
-from vis_core.tables.schema import STATUS_FAILED, TRACKLET_FRAMES, VIDEOS
+from vis_core.tables.read import VideoRowError, latest_run_id, ok_video_row, read_table
+from vis_core.tables.schema import TRACKLET_FRAMES
 from vis_core.video.decode import open_video
 
 _KNOWN_SHOWN = 10  # track ids listed when the one asked for is not in the video
@@ -144,13 +144,10 @@ def track_sheet(
 
 
 def _video_row(tables_uri: str, video_id: str, run: str) -> dict:
-    found = read_table(tables_uri, VIDEOS, run_id=run, video_ids=[video_id])
-    if found.num_rows == 0:
-        raise TrackError(f"video {video_id!r} is not in run {run!r} under {tables_uri}")
-    row = found.slice(0, 1).to_pylist()[0]
-    if row["status"] == STATUS_FAILED:
-        raise TrackError(f"video {video_id!r} failed in run {run!r}: {row['error']}")
-    return row
+    try:
+        return ok_video_row(tables_uri, video_id, run)
+    except VideoRowError as error:
+        raise TrackError(str(error)) from None
 
 
 def _evenly_spaced(count: int, limit: int | None) -> list[int]:
