@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=int, metavar="T", help="frames per clip")
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument(
+        "--lr-milestones",
+        type=int,
+        nargs="+",
+        metavar="STEP",
+        help="steps at which the learning rate drops 10x (default: 75/140 of --steps)",
+    )
+    parser.add_argument(
         "--backbone-multiplier",
         type=float,
         metavar="M",
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "num_frames": args.frames,
         "lr": args.lr,
+        "lr_milestones": tuple(args.lr_milestones) if args.lr_milestones else None,
         "backbone_multiplier": args.backbone_multiplier,
         "coco_weight": args.coco_weight,
     }

@@ -141,7 +141,7 @@ def test_cli_maps_options_and_reports_bad_configs(splits, tmp_path, monkeypatch,
     monkeypatch.setattr(workflows.train, "run_training", fake_run)
     argv = ["--train", splits.train, "--coco", splits.coco, "--coco-weight", "0.5"]
     argv += ["--workers", "2", "--steps", "7", "--frames", "3", "--lr", "0.001"]
-    argv += ["--backbone-multiplier", "0.1"]
+    argv += ["--backbone-multiplier", "0.1", "--lr-milestones", "4", "6"]
     argv += ["--freeze-detector", "--register", "m", "--checkpoint-every", "3", "--gpu"]
     args = _parse(argv)
     assert args.func(args) == 0
@@ -149,6 +149,7 @@ def test_cli_maps_options_and_reports_bad_configs(splits, tmp_path, monkeypatch,
     assert (config.workers, config.steps, config.num_frames, config.lr) == (2, 7, 3, 0.001)
     assert config.coco_weight == 0.5 and config.freeze_detector and config.use_gpu
     assert config.backbone_multiplier == 0.1
+    assert config.optim_config().lr_milestones == (4, 6)
     assert config.registered_model_name == "m" and config.checkpoint_every == 3
     summary = capsys.readouterr().out
     assert "steps 0 -> 7" in summary and "AP 25.0" in summary and "APl n/a" in summary

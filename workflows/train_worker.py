@@ -174,6 +174,7 @@ def train_worker(loop_config: Mapping[str, Any]) -> None:
 
     job: TrainJobConfig = loop_config["job"]
     model_config: ModelConfig = loop_config["model_config"]
+    _quiet_report_log()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -261,6 +262,16 @@ def train_worker(loop_config: Mapping[str, Any]) -> None:
                 saved = Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved)
         window = _Window()
+
+
+def _quiet_report_log() -> None:
+    """Silence Ray Train's INFO line per `ray.train.report` (every metric, from every rank):
+    the progress line of rank 0 says what a user needs. Its logger is named by file path."""
+    try:
+        from ray.train.v2._internal.execution import context as ray_train_context
+    except ImportError:  # another Ray Train version: keep its logging
+        return
+    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
 
 
 def _window_metrics(
