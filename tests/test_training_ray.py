@@ -286,6 +286,8 @@ def test_two_workers_train_resume_and_track_in_mlflow(splits, ray_address, tmp_p
     assert run.data.params["job.steps"] == "3"
     for key in ("val/AP", "val/AP50", "val/AP75", "val/AR10"):
         assert -1.0 <= run.data.metrics[key] <= 1.0 and key in second.metrics
+    for key in ("val/class_recognition", "val/slot_purity"):
+        assert 0.0 <= run.data.metrics[key] <= 1.0 and key in second.metrics
     assert second.registered_model_uri == "models:/vis-tiny/2"
     assert str(client.get_model_version_by_alias("vis-tiny", "candidate").version) == "2"
     # Version 1 still holds the step-3 model: the versions' artifacts are kept apart.

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vis_core.data.augment import AugmentConfig
 from vis_core.data.clip_stream import (
     ClipSource,
     ClipStream,
@@ -38,6 +39,7 @@ from vis_core.modeling.model_file import load_model, save_model
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.training.batch import ClipBatch
 from vis_core.training.optim import build_optimizer, build_scheduler
+from vis_core.training.recognition import Recognition, measure_recognition
 from vis_core.training.step import train_step
 from workflows.train_config import (
     MODEL_FILE,
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
     from workflows.tracking import TrainingRun
 
 logger = logging.getLogger(__name__)
+
+# Validation clips for the class-recognition metrics (3 frames each by default: seconds).
+RECOGNITION_CLIPS = 32
 
 
 def label_map(categories: Sequence[Category], model_config: ModelConfig) -> dict[int, int]:
@@ -142,6 +147,19 @@ def validate(
     segmenter = VideoSegmenter(model, device=device, dtype=dtype)
     results = segment_dataset(segmenter, YtvisDataset.load(val_uri), model.config)
     return evaluate_ytvis(val_uri, results)
+
+
+def validate_recognition(
+    job: TrainJobConfig, model: VitaModel, device: torch.device, clips: int = RECOGNITION_CLIPS
+) -> Recognition:
+    """Class recognition of the detector on `clips` clips of `job.val_uri`, sampled as in
+    training but at the test size, unflipped (see `vis_core.training.recognition`)."""
+    videos = YtvisDataset.load(job.val_uri)
+    source = VideoClipSource(videos, label_map(videos.categories, model.config), job.sampling_range)
+    augment = AugmentConfig(min_sizes=(model.config.input.min_size_test,), flip_prob=0.0)
+    stream = iter(ClipStream([source], [1.0], job.num_frames, augment, seed=job.seed))
+    batches = (ClipBatch.from_clips([next(stream)]) for _ in range(clips))
+    return measure_recognition(model.detector, batches, model.config.loss, device)
 
 
 # ---------------------------------------------------------------------------------------
@@ -310,6 +328,9 @@ def _finish(
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         evaluation = validate(model, job.val_uri, device, dtype)
         extra = {f"val/{key}": float(getattr(evaluation, name)) for key, name in SUMMARY_KEYS}
+        recognition = validate_recognition(job, model, device)
+        extra["val/class_recognition"] = recognition.accuracy
+        extra["val/slot_purity"] = recognition.slot_purity
         tracking.log_metrics(extra, step=job.steps)
         tracking.log_json(evaluation.to_json_dict(), "validation/metrics.json")
         logger.info("validation: %s", json.dumps({k: round(v, 4) for k, v in extra.items()}))
