@@ -240,11 +240,19 @@ def train_worker(loop_config: Mapping[str, Any]) -> None:
         num_workers=job.loader_workers,
     )
     batches = iter(loader)
+    # A frozen detector learns nothing from pilot queries.
+    mask_piloting = model_config.frame_decoder.mask_piloting and not job.freeze_detector
     window, run_started = _Window(), time.perf_counter()
     for step in range(start_step, job.steps):
         batch = next(batches).to(device)
         result = train_step(
-            model, criterion, optimizer, batch, optim.clip_grad_norm, autocast_dtype
+            model,
+            criterion,
+            optimizer,
+            batch,
+            optim.clip_grad_norm,
+            autocast_dtype,
+            mask_piloting=mask_piloting,
         )
         lr = max(group["lr"] for group in optimizer.param_groups)  # this step's
         scheduler.step()

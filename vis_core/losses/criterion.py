@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from vis_core.data.targets import ClipTargets
 from vis_core.losses.frame_criterion import FrameCriterion
+from vis_core.losses.mask_losses import downsample_targets
 from vis_core.losses.vita_criterion import ClipCriterion
 from vis_core.modeling.config import LossConfig, ModelConfig
 from vis_core.modeling.vita_model import ClipPrediction
@@ -79,6 +80,9 @@ class VitaCriterion(nn.Module):
             "loss_ce": config.class_weight,
             "loss_mask": config.mask_weight,
             "loss_dice": config.dice_weight,
+            "loss_pilot_ce": config.class_weight,
+            "loss_pilot_mask": config.mask_weight,
+            "loss_pilot_dice": config.dice_weight,
             "loss_vita_ce": config.class_weight,
             "loss_vita_mask": config.mask_weight,
             "loss_vita_dice": config.dice_weight,
@@ -110,6 +114,12 @@ class VitaCriterion(nn.Module):
         frames = prediction.mask_features.shape[1]
         # Instances absent from every frame of the sampled clip are not targets (official).
         clips = [_visible_instances(target.to(device)) for target in targets]
+        if self.config.dense_masks:  # targets once at the predicted masks' resolution
+            size = tuple(prediction.mask_features.shape[-2:])
+            clips = [
+                ClipTargets(clip.labels, downsample_targets(clip.masks, size), clip.track_ids)
+                for clip in clips
+            ]
         frame_targets = [clip.frame(t) for clip in clips for t in range(frames)]
 
         frame_output = self.frame(

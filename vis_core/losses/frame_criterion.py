@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from vis_core.data.targets import FrameTargets
 from vis_core.losses.class_loss import ClassLoss
-from vis_core.losses.mask_losses import average_mask_count, point_sampled_mask_losses
+from vis_core.losses.mask_losses import average_mask_count, mask_losses
 from vis_core.losses.matcher import FrameMatcher, Matching
 from vis_core.modeling.config import LossConfig
 from vis_core.modeling.frame_decoder import FramePrediction
@@ -96,9 +96,35 @@ class FrameCriterion(nn.Module):
                     final_terms.update(losses)
                 else:
                     aux_terms.update({f"{name}_{index}": value for name, value in losses.items()})
+        if compute_losses and detections.pilot_predictions:
+            aux_terms.update(self._pilot_losses(detections.pilot_predictions, targets, num_masks))
         return FrameLossOutput(
             terms={**final_terms, **aux_terms}, vita_matchings=tuple(vita_matchings)
         )
+
+    def _pilot_losses(
+        self,
+        predictions: Sequence[FramePrediction],
+        targets: Sequence[FrameTargets],
+        num_masks: float,
+    ) -> dict[str, Tensor]:
+        """Mask-piloted queries: slot m of a frame reconstructs the frame's m-th object
+        (fixed assignment), padded slots are no-object; every prediction is supervised
+        (`loss_pilot_ce`, ... for the final one, `loss_pilot_ce_i`, ... before it)."""
+        assignment = [
+            Matching(torch.arange(len(t.labels)), torch.arange(len(t.labels))) for t in targets
+        ]
+        terms: dict[str, Tensor] = {}
+        last = len(predictions) - 1
+        for index, prediction in enumerate(predictions):
+            if index < last and not self.config.deep_supervision:
+                continue
+            suffix = "" if index == last else f"_{index}"
+            losses = self._losses(prediction, targets, assignment, num_masks)
+            terms.update(
+                {name.replace("loss_", "loss_pilot_") + suffix: v for name, v in losses.items()}
+            )
+        return terms
 
     def _losses(
         self,
@@ -123,7 +149,7 @@ class FrameCriterion(nn.Module):
         target_classes[frame_index, query_index] = matched_labels
         class_loss = self.class_loss(logits, target_classes)
         target_masks = torch.cat([t.masks[index] for t, index in matched]).to(device)  # [Nt, H, W]
-        mask_losses = point_sampled_mask_losses(
+        mask_terms = mask_losses(
             masks[frame_index, query_index][:, None],  # [Nt, 1, h, w]
             target_masks[:, None],
             num_masks,
@@ -131,8 +157,8 @@ class FrameCriterion(nn.Module):
         )
         return {
             "loss_ce": class_loss,
-            "loss_mask": mask_losses.sigmoid_ce,
-            "loss_dice": mask_losses.dice,
+            "loss_mask": mask_terms.sigmoid_ce,
+            "loss_dice": mask_terms.dice,
         }
 
     def _check(

@@ -94,6 +94,43 @@ def point_sampled_mask_losses(
     )
 
 
+def dense_mask_losses(pred_masks: Tensor, target_masks: Tensor, num_masks: float) -> MaskLosses:
+    """BCE and dice of matched predictions over every cell.
+
+    pred_masks `[N, G, h, w]` logits; target_masks `[N, G, h, w]` in [0, 1] at the same
+    resolution (area-resized: a cell's share of the object). A group scores as one row.
+    """
+    if pred_masks.shape != target_masks.shape:
+        raise ValueError(
+            f"dense targets {tuple(target_masks.shape)} must match the predictions "
+            f"{tuple(pred_masks.shape)}"
+        )
+    logits = pred_masks.flatten(1)
+    labels = target_masks.flatten(1).to(logits.dtype)
+    return MaskLosses(
+        sigmoid_ce=sigmoid_ce_loss(logits, labels, num_masks),
+        dice=dice_loss(logits, labels, num_masks),
+    )
+
+
+def mask_losses(
+    pred_masks: Tensor, target_masks: Tensor, num_masks: float, config: LossConfig
+) -> MaskLosses:
+    """The configured mask losses: dense (`config.dense_masks`, targets already at the
+    predictions' resolution) or point-sampled (targets at any resolution)."""
+    if config.dense_masks:
+        return dense_mask_losses(pred_masks, target_masks, num_masks)
+    return point_sampled_mask_losses(pred_masks, target_masks, num_masks, config)
+
+
+def downsample_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """Target masks `[..., H, W]` (bool) -> `[..., h, w]` float: each cell's covered share
+    (area resizing), the dense losses' targets at the predicted masks' resolution."""
+    leading = masks.shape[:-2]
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
+    return F.interpolate(flat, size=size, mode="area").reshape(*leading, *size)
+
+
 def average_mask_count(local_count: int, device: torch.device) -> float:
     """The loss normaliser: the mask count averaged over workers (all-reduced when
     torch.distributed is initialised), at least 1."""

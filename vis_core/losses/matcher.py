@@ -119,19 +119,23 @@ class FrameMatcher:
                 f"pred_logits {tuple(logits.shape)}, pred_masks {tuple(masks.shape)} and "
                 f"{len(targets)} targets disagree on N frames and Q queries"
             )
-        if point_coords is None:
-            point_coords = torch.rand(frames, self.config.num_points, 2, device=masks.device)
-        elif point_coords.dim() != 3 or point_coords.shape[0] != frames:
-            raise ValueError(f"point_coords must be [N={frames}, P, 2]")
-        point_coords = point_coords.to(masks.device)
-        num_points = point_coords.shape[1]
+        if self.config.dense_masks:
+            point_coords = None
+            num_points = masks.shape[-2] * masks.shape[-1]
+        else:
+            if point_coords is None:
+                point_coords = torch.rand(frames, self.config.num_points, 2, device=masks.device)
+            elif point_coords.dim() != 3 or point_coords.shape[0] != frames:
+                raise ValueError(f"point_coords must be [N={frames}, P, 2]")
+            point_coords = point_coords.to(masks.device)
+            num_points = point_coords.shape[1]
         chunk = max(1, MAX_SAMPLED_VALUES // max(1, queries * num_points))
         matchings: list[Matching] = []
         for start in range(0, frames, chunk):
             stop = min(start + chunk, frames)
-            cost = self._cost(
-                logits[start:stop], masks[start:stop], targets[start:stop], point_coords[start:stop]
-            ).cpu()
+            coords = None if point_coords is None else point_coords[start:stop]
+            cost = self._cost(logits[start:stop], masks[start:stop], targets[start:stop], coords)
+            cost = cost.cpu()
             for frame, target in enumerate(targets[start:stop]):
                 matchings.append(solve_assignment(cost[frame, :, : len(target.labels)]))
         return matchings
@@ -141,11 +145,14 @@ class FrameMatcher:
         logits: Tensor,
         masks: Tensor,
         targets: Sequence[FrameTargets],
-        point_coords: Tensor,
+        point_coords: Tensor | None,
     ) -> Tensor:
         """Cost tables `[n, Q, M']` of a chunk of n frames; columns past a frame's own M
-        are padding."""
-        frames, num_points = point_coords.shape[:2]
+        are padding. With no `point_coords` (dense masks) every cell is a point and the
+        target masks are at the predictions' resolution."""
+        frames = logits.shape[0]
+        dense = point_coords is None
+        num_points = masks.shape[-2] * masks.shape[-1] if dense else point_coords.shape[1]
         most = max((len(target.labels) for target in targets), default=0)
         labels = torch.zeros(frames, most, dtype=torch.int64, device=logits.device)
         target_points = torch.zeros(frames, most, num_points, device=logits.device)
@@ -155,9 +162,15 @@ class FrameMatcher:
                 continue
             labels[frame, :count] = target.labels
             target_maps = target.masks[:, None].to(device=logits.device, dtype=torch.float32)
-            coords = point_coords[frame : frame + 1].expand(count, -1, -1)
-            target_points[frame, :count] = point_sample(target_maps, coords)[:, 0]
-        point_logits = point_sample(masks.float(), point_coords)  # [n, Q, P]
+            if dense:
+                target_points[frame, :count] = target_maps.flatten(1)
+            else:
+                coords = point_coords[frame : frame + 1].expand(count, -1, -1)
+                target_points[frame, :count] = point_sample(target_maps, coords)[:, 0]
+        if dense:
+            point_logits = masks.float().flatten(2)  # [n, Q, h*w]
+        else:
+            point_logits = point_sample(masks.float(), point_coords)  # [n, Q, P]
         return matching_cost(
             logits.float().softmax(-1), point_logits, labels, target_points, self.config
         )

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from vis_core.data.targets import ClipTargets, FrameTargets
 from vis_core.losses.class_loss import ClassLoss
-from vis_core.losses.mask_losses import average_mask_count, point_sampled_mask_losses
+from vis_core.losses.mask_losses import average_mask_count, mask_losses
 from vis_core.losses.matcher import Matching
 from vis_core.losses.vita_matcher import ClipMatcher
 from vis_core.modeling.config import LossConfig
@@ -125,16 +125,16 @@ class ClipCriterion(nn.Module):
             target_masks.append(targets[clip].masks[instance].to(device))
         class_loss = self.class_loss(logits, target_classes)
         if pred_masks:
-            mask_losses = point_sampled_mask_losses(
+            mask_terms = mask_losses(
                 torch.cat(pred_masks), torch.cat(target_masks), num_masks, self.config
             )
         else:  # no instance anywhere: zero terms that still reach the mask parameters
             empty = Vita.video_mask_logits(mask_embed[0, 0, :0], mask_features[0])
-            mask_losses = point_sampled_mask_losses(empty, empty, num_masks, self.config)
+            mask_terms = mask_losses(empty, empty, num_masks, self.config)
         return {
             "loss_vita_ce": class_loss,
-            "loss_vita_mask": mask_losses.sigmoid_ce,
-            "loss_vita_dice": mask_losses.dice,
+            "loss_vita_mask": mask_terms.sigmoid_ce,
+            "loss_vita_dice": mask_terms.dice,
         }
 
     def _similarity_loss(

@@ -59,17 +59,20 @@ class ClipMatcher:
         if count == 0:
             return Matching.empty()
         device = mask_logits.device
-        if point_coords is None:
-            point_coords = torch.rand(self.config.num_points, 2, device=device)
-        point_coords = point_coords.to(device)
-        # [cQ, T, h, w] with T as channels -> [cQ, T, P] -> [cQ, T*P]
-        point_logits = point_sample(
-            mask_logits.float(), point_coords.expand(queries, -1, -1)
-        ).flatten(1)
-        target_points = point_sample(
-            targets.masks.to(device=device, dtype=torch.float32),
-            point_coords.expand(count, -1, -1),
-        ).flatten(1)  # [M, T*P]
+        target_masks = targets.masks.to(device=device, dtype=torch.float32)
+        if self.config.dense_masks:  # every cell; targets at the masks' resolution
+            point_logits, target_points = mask_logits.float().flatten(1), target_masks.flatten(1)
+        else:
+            if point_coords is None:
+                point_coords = torch.rand(self.config.num_points, 2, device=device)
+            point_coords = point_coords.to(device)
+            # [cQ, T, h, w] with T as channels -> [cQ, T, P] -> [cQ, T*P]
+            point_logits = point_sample(
+                mask_logits.float(), point_coords.expand(queries, -1, -1)
+            ).flatten(1)
+            target_points = point_sample(target_masks, point_coords.expand(count, -1, -1)).flatten(
+                1
+            )  # [M, T*P]
         cost = matching_cost(
             class_logits.float().softmax(-1),
             point_logits,

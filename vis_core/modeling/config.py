@@ -35,8 +35,11 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class PixelDecoderConfig:
-    """Multi-scale deformable-attention pixel decoder (Mask2Former's MSDeformAttn)."""
+    """The pixel decoder: "msdeform" (Mask2Former's multi-scale deformable-attention
+    encoder, the official one) or "fpn" (MaskFormer's FPN, no encoder: `heads`, `ffn_dim`,
+    `encoder_layers`, `points` and `dropout` are unused)."""
 
+    kind: str = "msdeform"
     conv_dim: int = 256
     mask_dim: int = 256
     heads: int = 8
@@ -60,6 +63,13 @@ class FrameDecoderConfig:
     enforce_input_project: bool = False
     # Frame queries of the last `vita_last_layers` layers feed VITA in training (1 in eval).
     vita_last_layers: int = 3
+    # Strides of the three pixel-decoder maps the layers attend in turn, coarse first. The
+    # official (32, 16, 8); (16, 8, 4) lets queries read small objects' outlines.
+    attention_strides: tuple[int, int, int] = (32, 16, 8)
+    # Mask-piloted training (MP-Former): ground-truth masks as extra training-only queries,
+    # told their class with this chance of a random one instead (`mask_pilot.py`).
+    mask_piloting: bool = False
+    pilot_label_noise: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,10 @@ class LossConfig:
     num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
+    # Match and score masks on every cell of the predicted (stride-4) masks against
+    # area-resized targets instead of on sampled points: for small frames (a 320x240 frame
+    # has 4,800 cells) cheaper than importance sampling, and no small object is missed.
+    dense_masks: bool = False
     deep_supervision: bool = True
 
 

@@ -33,6 +33,7 @@ from vis_core.modeling.layers import (
     PositionEmbeddingSine,
     SelfAttentionLayer,
 )
+from vis_core.modeling.mask_pilot import MaskPilot
 
 # The official decoder always reads the 3 coarsest pixel-decoder maps (strides 32, 16, 8).
 FEATURE_LEVELS = 3
@@ -60,12 +61,15 @@ class FrameDecoderOutput:
         learnable queries before any layer.
     frame_queries: `[L, N, Q, C]`, the `decoder_norm`-ed query states of the last L layers:
         L = `vita_last_layers` in training, 1 in eval (what VITA consumes).
+    pilot_predictions: with a `MaskPilot`, the pilot queries' `layers + 1` predictions
+        (`[N, M, K+1]`, `[N, M, H, W]`, in the order of `predictions`); else empty.
     """
 
     pred_logits: Tensor
     pred_masks: Tensor
     aux_outputs: tuple[FramePrediction, ...]
     frame_queries: Tensor
+    pilot_predictions: tuple[FramePrediction, ...] = ()
 
     @property
     def predictions(self) -> tuple[FramePrediction, ...]:
@@ -130,12 +134,19 @@ class FrameDecoder(nn.Module):
         )
         self.class_embed = nn.Linear(hidden, num_classes + 1)
         self.mask_embed = MLP(hidden, hidden, mask_dim, MASK_EMBED_LAYERS)
+        # Mask-piloted training's class embeddings (MP-Former's `label_enc`); None when off.
+        self.pilot_label_embed = nn.Embedding(num_classes, hidden) if config.mask_piloting else None
 
     def forward(
-        self, multi_scale_features: Sequence[Tensor], mask_features: Tensor
+        self,
+        multi_scale_features: Sequence[Tensor],
+        mask_features: Tensor,
+        pilot: MaskPilot | None = None,
     ) -> FrameDecoderOutput:
         """multi_scale_features: 3 maps `[N, in_channels, h_l, w_l]`, low resolution first;
-        mask_features: `[N, D, H, W]`."""
+        mask_features: `[N, D, H, W]`; pilot: ground truth for mask-piloted training (the
+        pilot queries run beside the Q learnable ones and never change their results'
+        shapes; see `mask_pilot.py`)."""
         self._check_inputs(multi_scale_features, mask_features)
         memories, memory_positions, level_sizes = [], [], []
         for level, feature in enumerate(multi_scale_features):
@@ -150,10 +161,16 @@ class FrameDecoder(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, frames, -1)  # [Q, N, C]
         queries = self.query_feat.weight.unsqueeze(1).expand(-1, frames, -1)  # [Q, N, C]
 
+        num_queries = queries.shape[0]
+        self_attn_mask = None
+        if pilot is not None:
+            queries, query_pos = self._add_pilot_queries(pilot, queries, query_pos)
+            self_attn_mask = pilot.self_attention_blocked(num_queries, self.heads)
+
         prediction, _ = self._predict(queries, mask_features)
         predictions = [prediction]
         normed_queries: list[Tensor] = []
-        attn_mask = self._attention_mask(prediction.pred_masks, level_sizes[0])
+        attn_mask = self._layer_mask(prediction, num_queries, pilot, level_sizes[0])
         for index in range(self.num_layers):
             level = index % FEATURE_LEVELS
             queries = self.transformer_cross_attention_layers[index](
@@ -163,22 +180,56 @@ class FrameDecoder(nn.Module):
                 pos=memory_positions[level],
                 query_pos=query_pos,
             )
-            queries = self.transformer_self_attention_layers[index](queries, pos=query_pos)
+            queries = self.transformer_self_attention_layers[index](
+                queries, attn_mask=self_attn_mask, pos=query_pos
+            )
             queries = self.transformer_ffn_layers[index](queries)
             prediction, normed = self._predict(queries, mask_features)
             predictions.append(prediction)
-            normed_queries.append(normed)
+            normed_queries.append(normed[:, :num_queries])
             if index + 1 < self.num_layers:  # the last prediction restricts no further layer
                 next_size = level_sizes[(index + 1) % FEATURE_LEVELS]
-                attn_mask = self._attention_mask(prediction.pred_masks, next_size)
+                attn_mask = self._layer_mask(prediction, num_queries, pilot, next_size)
 
+        matching = [_query_slice(p, 0, num_queries) for p in predictions]
+        pilots = [_query_slice(p, num_queries, None) for p in predictions] if pilot else []
         kept_layers = self.vita_last_layers if self.training else 1
         return FrameDecoderOutput(
-            pred_logits=predictions[-1].pred_logits,
-            pred_masks=predictions[-1].pred_masks,
-            aux_outputs=tuple(predictions[:-1]),
+            pred_logits=matching[-1].pred_logits,
+            pred_masks=matching[-1].pred_masks,
+            aux_outputs=tuple(matching[:-1]),
             frame_queries=torch.stack(normed_queries[-kept_layers:]),
+            pilot_predictions=tuple(pilots),
         )
+
+    def _add_pilot_queries(
+        self, pilot: MaskPilot, queries: Tensor, query_pos: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Append the M pilot queries (class embedding, no position) to `[Q, N, C]`."""
+        if self.pilot_label_embed is None:
+            raise ValueError("this frame decoder was built without mask piloting")
+        if pilot.valid.shape[0] != queries.shape[1]:
+            raise ValueError(f"a pilot of {pilot.valid.shape[0]} frames for {queries.shape[1]}")
+        content = self.pilot_label_embed(pilot.labels) * pilot.valid[..., None]  # [N, M, C]
+        content = content.transpose(0, 1).to(queries.dtype)  # [M, N, C]
+        return (
+            torch.cat([queries, content]),
+            torch.cat([query_pos, torch.zeros_like(content)]),
+        )
+
+    def _layer_mask(
+        self,
+        prediction: FramePrediction,
+        num_queries: int,
+        pilot: MaskPilot | None,
+        size: tuple[int, int],
+    ) -> Tensor:
+        """The next layer's cross-attention mask: predicted masks for the matching queries,
+        ground-truth masks for the pilot queries."""
+        blocked = self._attention_mask(prediction.pred_masks[:, :num_queries], size)
+        if pilot is None:
+            return blocked
+        return torch.cat([blocked, pilot.cross_attention_blocked(size, self.heads)], dim=1)
 
     def _predict(self, queries: Tensor, mask_features: Tensor) -> tuple[FramePrediction, Tensor]:
         """queries `[Q, N, C]` -> the prediction and the normed queries `[N, Q, C]`."""
@@ -216,6 +267,12 @@ class FrameDecoder(nn.Module):
                     f"feature map {level} must be [{frames}, {self.in_channels}, h, w], "
                     f"got {tuple(feature.shape)}"
                 )
+
+
+def _query_slice(prediction: FramePrediction, start: int, stop: int | None) -> FramePrediction:
+    return FramePrediction(
+        prediction.pred_logits[:, start:stop], prediction.pred_masks[:, start:stop]
+    )
 
 
 def _input_projection(in_channels: int, hidden: int, enforce: bool) -> nn.Module:

@@ -13,9 +13,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vis_core.modeling.backbone import ResNet
-from vis_core.modeling.config import ModelConfig
+from vis_core.modeling.config import ModelConfig, PixelDecoderConfig
+from vis_core.modeling.fpn_pixel_decoder import FPNPixelDecoder
 from vis_core.modeling.frame_decoder import FrameDecoder, FramePrediction
-from vis_core.modeling.pixel_decoder import MSDeformAttnPixelDecoder
+from vis_core.modeling.mask_pilot import MaskPilot
+from vis_core.modeling.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderOutput
+
+PIXEL_DECODERS = {"msdeform": MSDeformAttnPixelDecoder, "fpn": FPNPixelDecoder}
+# The pixel-decoder maps by stride; 4 is the clip mask features (the FPN's finest output).
+_MAP_STRIDES = (32, 16, 8, 4)
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class FrameDetections:
     frame_queries `[L, N, Q, C]`: the decoder-normed query states VITA consumes (the last
     `vita_last_layers` layers in training, the last one in eval).
     clip_mask_features `[N, C, h, w]`: the stride-4 pixel-decoder map VITA's masks use.
+    pilot_predictions: the pilot queries' predictions in mask-piloted training, else empty.
     """
 
     pred_logits: Tensor
@@ -34,6 +41,7 @@ class FrameDetections:
     aux_outputs: tuple[FramePrediction, ...]
     frame_queries: Tensor
     clip_mask_features: Tensor
+    pilot_predictions: tuple[FramePrediction, ...] = ()
 
 
 class FrameDetector(nn.Module):
@@ -43,9 +51,11 @@ class FrameDetector(nn.Module):
         super().__init__()
         self.size_divisibility = config.input.size_divisibility
         self.backbone = ResNet(config.backbone)
-        self.pixel_decoder = MSDeformAttnPixelDecoder(
-            config.pixel_decoder, self.backbone.out_channels
-        )
+        self.pixel_decoder = build_pixel_decoder(config.pixel_decoder, self.backbone.out_channels)
+        strides = config.frame_decoder.attention_strides
+        if len(strides) != 3 or any(stride not in _MAP_STRIDES for stride in strides):
+            raise ValueError(f"attention_strides must be 3 of {_MAP_STRIDES}, got {strides}")
+        self.attended_maps = tuple(_MAP_STRIDES.index(stride) for stride in strides)
         self.frame_decoder = FrameDecoder(
             config.frame_decoder,
             num_classes=config.num_classes,
@@ -76,15 +86,34 @@ class FrameDetector(nn.Module):
         """
         return self.pixel_decoder(self.backbone(images)).clip_mask_features
 
-    def forward(self, images: Tensor) -> FrameDetections:
-        """images: normalised, padded `[N, 3, H, W]` (see `preprocess`)."""
+    def forward(self, images: Tensor, pilot: MaskPilot | None = None) -> FrameDetections:
+        """images: normalised, padded `[N, 3, H, W]` (see `preprocess`); pilot: ground truth
+        for mask-piloted training (`mask_pilot.py`)."""
         features = self.backbone(images)
         pixels = self.pixel_decoder(features)
-        decoded = self.frame_decoder(pixels.multi_scale_features, pixels.mask_features)
+        decoded = self.frame_decoder(self._attended(pixels), pixels.mask_features, pilot)
         return FrameDetections(
             pred_logits=decoded.pred_logits,
             pred_masks=decoded.pred_masks,
             aux_outputs=decoded.aux_outputs,
             frame_queries=decoded.frame_queries,
             clip_mask_features=pixels.clip_mask_features,
+            pilot_predictions=decoded.pilot_predictions,
         )
+
+    def _attended(self, pixels: PixelDecoderOutput) -> tuple[Tensor, Tensor, Tensor]:
+        """The three maps the frame decoder attends, coarse first (`attention_strides`)."""
+        maps = (*pixels.multi_scale_features, pixels.clip_mask_features)
+        first, second, third = (maps[index] for index in self.attended_maps)
+        return first, second, third
+
+
+def build_pixel_decoder(config: PixelDecoderConfig, in_channels: tuple[int, ...]) -> nn.Module:
+    """The pixel decoder of `config.kind` over backbone maps of `in_channels` (res2..res5)."""
+    try:
+        decoder = PIXEL_DECODERS[config.kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown pixel decoder {config.kind!r}; choose from {sorted(PIXEL_DECODERS)}"
+        ) from None
+    return decoder(config, in_channels)

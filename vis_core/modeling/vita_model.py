@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from vis_core.modeling.config import ModelConfig
 from vis_core.modeling.frame_detector import FrameDetections, FrameDetector
+from vis_core.modeling.mask_pilot import MaskPilot
 from vis_core.modeling.vita import Vita, VitaOutput, frame_foreground_probability
 
 
@@ -46,10 +47,11 @@ class VitaModel(nn.Module):
             mask_dim=config.pixel_decoder.mask_dim,
         )
 
-    def forward(self, images: Tensor) -> ClipPrediction:
-        """images: normalised, padded clips `[B, T, 3, H, W]`."""
+    def forward(self, images: Tensor, pilot: MaskPilot | None = None) -> ClipPrediction:
+        """images: normalised, padded clips `[B, T, 3, H, W]`; pilot: the B*T frames'
+        ground truth (clip-major) for mask-piloted training of the detector."""
         batch, frames = images.shape[:2]
-        detections = self.detector(images.flatten(0, 1))
+        detections = self.detector(images.flatten(0, 1), pilot)
         layers = detections.frame_queries.shape[0]
         # [L, B*T, Q, C] -> [L, B, T, Q, C]
         frame_queries = detections.frame_queries.unflatten(1, (batch, frames))

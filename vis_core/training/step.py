@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vis_core.data.targets import ClipTargets
+from vis_core.modeling.config import ModelConfig
+from vis_core.modeling.mask_pilot import MaskPilot
 from vis_core.training.batch import ClipBatch
 
 
@@ -32,10 +35,13 @@ def train_step(
     clip_grad_norm: float | None = None,
     autocast_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    mask_piloting: bool = False,
 ) -> StepResult:
     """Run one step on `batch` (already on the model's device).
 
     autocast_dtype: bf16 or fp16 mixed precision (fp16 wants a GradScaler); None for fp32.
+    mask_piloting: feed the frames' ground truth to the detector as pilot queries (the
+    model must be built with `mask_piloting`; see `vis_core/modeling/mask_pilot.py`).
     """
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     device = next(core.parameters()).device
@@ -47,7 +53,8 @@ def train_step(
     )
     model.train()
     with autocast:
-        prediction = model(images)
+        pilot = frame_pilot(targets, core.config) if mask_piloting else None
+        prediction = model(images, pilot=pilot)
         losses = criterion(prediction, targets)
         total = losses.total()
     if not torch.isfinite(total):
@@ -68,4 +75,16 @@ def train_step(
         optimizer.step()
     return StepResult(
         loss=float(total.detach()), terms=losses.detached(), grad_norm=float(grad_norm)
+    )
+
+
+def frame_pilot(targets: tuple[ClipTargets, ...], config: ModelConfig) -> MaskPilot:
+    """The pilot of B clips' T frames (clip-major), each frame's visible objects in the
+    order the criterion's frame targets take them."""
+    frames = [clip.frame(t) for clip in targets for t in range(clip.num_frames)]
+    return MaskPilot.from_frames(
+        [frame.labels for frame in frames],
+        [frame.masks for frame in frames],
+        config.num_classes,
+        config.frame_decoder.pilot_label_noise,
     )
