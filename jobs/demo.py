@@ -13,6 +13,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+from vis_core.render import DEFAULT_MIN_SCORE
+
 SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 
 
@@ -29,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--real-videos", default=str(SHARED_VIDEOS), help="real videos to add")
     parser.add_argument("--previews", type=int, default=2, help="videos to render per part")
     parser.add_argument("--model", help="vis model file (default: the shipped model)")
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=DEFAULT_MIN_SCORE,
+        help=f"previews draw tracks scoring at least this ({DEFAULT_MIN_SCORE})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     videos = read_table(str(tables), "videos", run_id=summary.run_id).to_pylist()
     videos.sort(key=lambda video: video["video_id"])
-    print("\npreviews:")
+    print(f"\npreviews (tracks scoring >= {args.min_score:.2f}; the tables keep every track):")
     for part in ("synthetic/", "real/"):
         chosen = [v for v in videos if v["video_id"].startswith(part) and v["status"] == "ok"]
         for video in chosen[: args.previews]:
@@ -84,12 +92,20 @@ def run(args: argparse.Namespace) -> int:
                 str(target),
                 sheet_uri=str(target.with_suffix(".png")),
                 run_id=summary.run_id,
+                min_score=args.min_score,
             )
             print(f"  {rendered.out_uri}\n  {rendered.sheet_uri}")
     print(
         f"\ntables: {tables}/{{videos,tracklets,tracklet_frames}} "
         "(open with pyarrow.dataset or DuckDB read_parquet)"
     )
+    if args.model is None:
+        print(
+            "\nnote: the shipped model is a small one trained on this project's synthetic "
+            "shapes only (circle, square, triangle, star, ring, cross, crescent, heart): on "
+            "real videos its labels mean nothing. For real videos convert an official VITA "
+            "checkpoint (vis convert-checkpoint) and pass it with --model."
+        )
     return 0
 
 

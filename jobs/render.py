@@ -1,7 +1,8 @@
 """`vis render`: draw one video's tracklets from the output tables into an mp4.
 
 Each tracklet's mask is blended over the frames in its own colour, with its outline and a
-label `#<track_id> <category> <score>`; a PNG contact sheet of evenly spaced frames goes
+label `#<track_id> <category> <score>`, for the tracks scoring at least --min-score (said in
+a legend at the bottom-left corner); a PNG contact sheet of evenly spaced frames goes
 next to the mp4 (FILE.png) unless --sheet names another place. Exit code 2 when the video
 is unknown, failed in the run, or cannot be read.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from vis_core.render import DEFAULT_MIN_SCORE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run-id", help="run to show (default: the latest)")
     parser.add_argument(
         "--sheet-frames", type=int, default=8, help="frames on the contact sheet (8)"
+    )
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=DEFAULT_MIN_SCORE,
+        help=f"draw only tracks scoring at least this ({DEFAULT_MIN_SCORE}; 0 draws all)",
     )
     parser.set_defaults(func=run)
 
@@ -42,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             sheet_uri=sheet,
             run_id=args.run_id,
             sheet_frames=args.sheet_frames,
+            min_score=args.min_score,
         )
     except (RenderError, VideoDecodeError, OSError, ValueError) as error:
         message = " ".join(str(error).split())  # one line, whatever the cause
@@ -49,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(
         f"{summary.frames_written} frames, {summary.tracklets_drawn} tracklets of "
-        f"{summary.video_id} (run {summary.run_id}) -> {summary.out_uri}"
+        f"{summary.video_id} (run {summary.run_id}; {summary.tracklets_hidden} below score "
+        f"{summary.min_score:.2f} not drawn) -> {summary.out_uri}"
     )
     print(f"contact sheet -> {summary.sheet_uri}")
     return 0

@@ -73,7 +73,7 @@ def tables(tmp_path):
 def test_render_draws_masks_and_labels_over_the_frames(tables, tmp_path):
     out, sheet = tmp_path / "render" / "clip.mp4", tmp_path / "render" / "clip.png"
     summary = render_tracklets(
-        tables, "clips/clip.mp4", str(out), sheet_uri=str(sheet), sheet_frames=4
+        tables, "clips/clip.mp4", str(out), sheet_uri=str(sheet), sheet_frames=4, min_score=0.0
     )
     assert (summary.frames_written, summary.tracklets_drawn, summary.run_id) == (T, 2, RUN)
 
@@ -121,6 +121,29 @@ def test_render_draws_masks_and_labels_over_the_frames(tables, tmp_path):
 
     sheet_image = _decode(sheet)[0]  # 4 frames in one row, 4-pixel gaps
     assert sheet_image.shape == (H + 2 * 4, 4 * W + 5 * 4, 3)
+
+
+def test_render_draws_only_tracks_above_min_score_and_says_so(tables, tmp_path):
+    out = tmp_path / "render" / "confident.mp4"
+    summary = render_tracklets(tables, "clips/clip.mp4", str(out), min_score=0.8)
+    assert (summary.tracklets_drawn, summary.tracklets_hidden) == (1, 1)
+    rendered = _decode(out).astype(np.int16)
+    source = _decode(tmp_path / "corpus" / "clip.mp4").astype(np.int16)
+    # Track 1 (score 0.75) is not drawn: its region (above the legend) is the plain frame.
+    region = np.s_[40:52, 72:112]
+    assert np.abs(rendered[1][region] - source[1][region]).mean() < 3
+    # Track 0 (0.90) is.
+    assert np.abs(rendered[1][14:34, 8:38] - source[1][14:34, 8:38]).mean() > 20
+    # The legend, white on black, at the bottom-left corner of every frame.
+    legend = "tracks scoring >= 0.80"
+    width, height = text_size(legend, 1)
+    expected = np.zeros((height, width, 3), np.uint8)
+    draw_text(expected, legend, 0, 0, (255, 255, 255))
+    for frame in rendered:
+        corner = _luma(frame[H - height :, :width])
+        assert np.corrcoef(corner.flatten(), _luma(expected).flatten())[0, 1] > 0.8
+    with pytest.raises(ValueError, match="min_score"):
+        render_tracklets(tables, "clips/clip.mp4", str(out), min_score=1.5)
 
 
 def test_render_errors_name_the_problem(tables, tmp_path):

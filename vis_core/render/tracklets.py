@@ -4,7 +4,9 @@ The rows come from the tables (`vis_core.tables.read`, one run: the one asked fo
 latest); the frames from the video's `uri` in its `videos` row, decoded one at a time.
 Each tracklet's mask is blended over the frame in a colour that depends only on its
 `track_id`, with its outline, and labelled `#<track_id> <category_name> <score>` at the
-top-left of its box in that frame.
+top-left of its box in that frame. Only tracks scoring at least `min_score` are drawn (the
+tables keep every selected instance, down to scores near 0): a preview shows what the model
+is confident of, and says so in a legend at its bottom-left corner.
 
 Memory stays bounded for long videos: the video's masks are held as compressed RLE (a few
 MB even for thousands of frames), dense masks and frames one frame at a time, and the
@@ -18,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from vis_core import masks
+from vis_core.render import DEFAULT_MIN_SCORE
 from vis_core.render.font import draw_text, text_size
 from vis_core.render.overlay import contact_sheet, instance_colors, overlay_masks, write_png
 from vis_core.tables.read import VideoRowError, latest_run_id, ok_video_row, read_table
@@ -32,6 +36,7 @@ SHEET_COLUMNS = 4
 # Wider frames are shrunk by a whole factor for the contact sheet, so that it stays small.
 SHEET_TILE_MAX_WIDTH = 480
 _MP4_CRF = 18  # a little better than the default 23, so labels stay sharp
+_LEGEND_COLOR = np.array([255, 255, 255], np.uint8)
 
 
 class RenderError(ValueError):
@@ -52,12 +57,15 @@ class RenderSummary:
     tracklets_drawn: int
     out_uri: str
     sheet_uri: str | None
+    tracklets_hidden: int = 0
+    min_score: float = DEFAULT_MIN_SCORE
 
 
 @dataclass(frozen=True)
 class _Track:
     label: str
     color: np.ndarray  # [3] uint8
+    score: float
 
 
 def render_tracklets(
@@ -68,12 +76,14 @@ def render_tracklets(
     sheet_uri: str | None = None,
     run_id: str | None = None,
     sheet_frames: int = 8,
+    min_score: float = DEFAULT_MIN_SCORE,
 ) -> RenderSummary:
     """Render the committed tracklets of `video_id` over its frames to an mp4 at `out_uri`.
 
     tables_uri: the output prefix of the corpus job (path or fsspec URI); run_id: the run
     to show (None: the latest); sheet_uri: also write a PNG contact sheet of `sheet_frames`
-    evenly spaced frames there.
+    evenly spaced frames there; min_score: draw only tracks scoring at least this (0: all,
+    and no legend).
 
     Raises:
         TablesNotFoundError: no committed video under `tables_uri`.
@@ -83,9 +93,13 @@ def render_tracklets(
     """
     if sheet_frames < 1:
         raise ValueError(f"sheet_frames must be positive, got {sheet_frames!r}")
+    if not 0.0 <= min_score <= 1.0:
+        raise ValueError(f"min_score must be in [0, 1], got {min_score!r}")
     run = run_id if run_id is not None else latest_run_id(tables_uri)
     video = _video_row(tables_uri, video_id, run)
-    tracks = _tracks(tables_uri, video_id, run)
+    all_tracks = _tracks(tables_uri, video_id, run)
+    tracks = {k: track for k, track in all_tracks.items() if track.score >= min_score}
+    legend = f"tracks scoring >= {min_score:.2f}" if min_score > 0 else None
     rows = read_table(
         tables_uri,
         TRACKLET_FRAMES,
@@ -93,6 +107,7 @@ def render_tracklets(
         video_ids=[video_id],
         columns=["track_id", "frame_index", "mask", "height", "width", "bbox"],
     ).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
+    rows = rows.filter(pc.is_in(rows["track_id"], pa.array(sorted(tracks), pa.int64())))
     frame_index = rows["frame_index"].to_numpy()  # [N], sorted
     track_ids = rows["track_id"].to_numpy()  # [N]
     boxes = pc.list_flatten(rows["bbox"]).to_numpy().reshape(-1, 4)  # [N, 4] x, y, w, h
@@ -116,6 +131,7 @@ def render_tracklets(
                     [tracks[int(track_ids[row])] for row in shown],
                     boxes[start:stop],
                     scale,
+                    legend,
                 )
                 drawn.update(int(track_id) for track_id in track_ids[start:stop])
                 writer.write(image)
@@ -131,6 +147,8 @@ def render_tracklets(
         tracklets_drawn=len(drawn),
         out_uri=out_uri,
         sheet_uri=sheet_uri,
+        tracklets_hidden=len(all_tracks) - len(tracks),
+        min_score=min_score,
     )
 
 
@@ -168,7 +186,7 @@ def _tracks(tables_uri: str, video_id: str, run: str) -> dict[int, _Track]:
     ids = table["track_id"].to_pylist()
     colors = instance_colors(max(ids, default=-1) + 1)
     return {
-        track_id: _Track(f"#{track_id} {name} {score:.2f}", colors[track_id])
+        track_id: _Track(f"#{track_id} {name} {score:.2f}", colors[track_id], score)
         for track_id, name, score in zip(
             ids, table["category_name"].to_pylist(), table["score"].to_pylist(), strict=True
         )
@@ -193,19 +211,26 @@ def _draw(
     tracks: list[_Track],
     boxes: np.ndarray,
     scale: int,
+    legend: str | None = None,
 ) -> np.ndarray:
-    """One frame `[H, W, 3]` with its tracklets' masks `[H, W]` and labels drawn over it.
+    """One frame `[H, W, 3]` with its tracklets' masks `[H, W]` and labels drawn over it,
+    and the legend (if any) at the bottom-left corner.
 
     Labels go on after every mask, so that no mask covers a label.
     """
-    if not tracks:
+    if not tracks and legend is None:
         return image
-    colors = np.stack([track.color for track in tracks])
-    out = overlay_masks(image, np.stack(frame_masks), colors)
+    out = image.copy()
+    if tracks:
+        colors = np.stack([track.color for track in tracks])
+        out = overlay_masks(image, np.stack(frame_masks), colors)
     for track, box in zip(tracks, boxes, strict=True):
         size = text_size(track.label, scale)
         x, y = label_origin(box, size, image.shape[:2])
         draw_text(out, track.label, x, y, track.color, scale=scale)
+    if legend is not None:
+        height = text_size(legend, scale)[1]
+        draw_text(out, legend, 0, image.shape[0] - height, _LEGEND_COLOR, scale=scale)
     return out
 
 
