@@ -175,6 +175,7 @@ def evaluate_arm(model_file: str, val: str, recognition_clips: int) -> dict:
     from vis_core.data.clip_stream import ClipStream, VideoClipSource
     from vis_core.data.ytvis import YtvisDataset
     from vis_core.evaluation import evaluate_ytvis
+    from vis_core.evaluation.track_recall import track_recall
     from vis_core.inference.dataset import segment_dataset
     from vis_core.inference.per_frame import PerFrameSegmenter
     from vis_core.inference.segmenter import VideoSegmenter
@@ -190,7 +191,9 @@ def evaluate_arm(model_file: str, val: str, recognition_clips: int) -> dict:
         ("vita", VideoSegmenter(model, device="cpu")),
         ("per_frame", PerFrameSegmenter(model, device="cpu")),
     ):
-        metrics = evaluate_ytvis(val, segment_dataset(segmenter, dataset, model.config))
+        results = segment_dataset(segmenter, dataset, model.config)
+        metrics = evaluate_ytvis(val, results)
+        figures[f"{method}_track_recall"] = round(track_recall(val, results), 3)
         figures[f"{method}_ap"] = round(100 * metrics.ap, 2)
         figures[f"{method}_ap50"] = round(100 * metrics.ap50, 2)
         figures[f"{method}_ap75"] = round(100 * metrics.ap75, 2)
@@ -208,7 +211,7 @@ def report(folder: str) -> None:
     rows = [json.loads(path.read_text()) for path in sorted(Path(folder).glob("*.json"))]
     header = (
         f"{'arm':<12} {'CPU min':>7} {'steps':>6} {'frames/CPU-s':>12} {'VITA AP':>8} "
-        f"{'AP50':>6} {'per-frame AP':>12} {'recognition':>11}"
+        f"{'AP50':>6} {'per-frame AP':>12} {'recognition':>11} {'track recall':>12}"
     )
     print(header)
     for row in rows:
@@ -216,7 +219,8 @@ def report(folder: str) -> None:
             f"{row['arm']:<12} {row['cpu_minutes']:>7g} {row['steps']:>6} "
             f"{row['train_frames_per_cpu_s']:>12.2f} {row.get('vita_ap', math.nan):>8.2f} "
             f"{row.get('vita_ap50', math.nan):>6.2f} {row.get('per_frame_ap', math.nan):>12.2f} "
-            f"{row.get('class_recognition', math.nan):>11.3f}"
+            f"{row.get('class_recognition', math.nan):>11.3f} "
+            f"{row.get('vita_track_recall', math.nan):>12.3f}"
         )
 
 

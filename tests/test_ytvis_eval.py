@@ -368,3 +368,25 @@ def _result(video_id: int, category_id: int, score: float, segmentations: list) 
 def _read_gz(path: Path):
     with gzip.open(path, "rt") as file:
         return json.load(file)
+
+
+# --- class-agnostic track recall -------------------------------------------------------------
+
+
+def test_track_recall_ignores_classes_and_counts_only_the_top_tracks():
+    from vis_core.evaluation.track_recall import track_recall
+
+    a, b, c = _box(0, 10, 0, 10), _box(20, 30, 20, 30), _box(0, 10, 40, 50)
+    gt = _ground_truth(
+        [_track(1, 1, [a, a, a]), _track(1, 2, [b, b, None]), _track(2, 1, [c, c, c])]
+    )
+    results = [
+        _result(1, 2, 0.9, [a, a, a]),  # the person found, labelled dog: counts
+        _result(1, 1, 0.8, [b, None, None]),  # IoU 1/2 with the dog: counts at 0.5
+        _result(2, 1, 0.1, [c, c, c]),  # below the top-1 cut in the second call
+        _result(2, 1, 0.7, [a, a, a]),
+    ]
+    assert track_recall(gt, results) == pytest.approx(1.0)
+    assert track_recall(gt, results, iou=0.6) == pytest.approx(2 / 3)
+    assert track_recall(gt, results, top=1) == pytest.approx(1 / 3)
+    assert track_recall(gt, []) == 0.0
