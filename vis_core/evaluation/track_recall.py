@@ -19,8 +19,8 @@ import numpy as np
 from vis_core.evaluation.video_iou import video_iou_matrix
 from vis_core.evaluation.ytvis_inputs import (
     GroundTruth,
-    ResultTrack,
     Results,
+    ResultTrack,
     load_ground_truth,
     load_results,
 )
