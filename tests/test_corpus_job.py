@@ -271,7 +271,7 @@ def test_s3_input_and_output_give_the_same_tables(
 def test_video_ids_cannot_place_files_outside_the_output(tmp_path: Path) -> None:
     committer = TableCommitter(str(tmp_path / "out"), "run1")
     for video_id in ("../../escape.mp4", "/etc/passwd.mp4", "a/../../b.mp4", "x\n\x00.mp4"):
-        path = Path(committer.file_path("tracklets", video_id))
+        path = Path(committer.file_path("tracklets", video_id, "0123456789ab"))
         assert path.parent == tmp_path / "out" / "tracklets"
         assert path.name.startswith("run1-") and path.suffix == ".parquet"
     with pytest.raises(ValueError, match="alphanumeric"):

@@ -10,6 +10,12 @@ each actor (backpressure). A worker that dies is restarted by Ray and its videos
 retried; commits are idempotent, so a retried video is never duplicated, and a video that
 kills its worker again becomes a `failed` row.
 
+Runs of the same job may overlap on one output (a command started twice, a retried Ray
+job while the first driver lives): a video's first commit stays and a later one backs off
+(`Replace.NEVER`; `Replace.FAILED` with `retry_failed`), and `recover` removes only what no
+live run can own (see `vis_core.tables.commit`). A video that another run committed while
+this one processed it counts as skipped.
+
 `run_id` is the job's identity: a digest of the model file, the inference options and
 the decode limits. The same job run again has the same `run_id` and skips what it
 committed; another model is another run, with its own rows.
@@ -22,6 +28,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +37,7 @@ from typing import Any
 from vis_core.corpus.listing import CorpusVideo, list_corpus
 from vis_core.corpus.process import ProcessOptions, process_video
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
-from vis_core.tables.commit import TableCommitter
+from vis_core.tables.commit import CommitResult, Replace, TableCommitter
 from vis_core.tables.rows import VideoRecord, failed_rows
 from vis_core.tables.schema import STATUS_FAILED, STATUS_OK
 from vis_core.video.decode import DecodeLimits
@@ -83,6 +90,7 @@ class VideoOutcome:
     seconds: float
     worker_pid: int
     worker_peak_memory_bytes: int = 0
+    committed_elsewhere: bool = False  # another run committed the video first: not counted
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ class CorpusJobSummary:
     model: str
     output_uri: str
     videos: int  # in the corpus
-    skipped: int  # already committed by this run
+    skipped: int  # already committed by this run (or by a concurrent run meanwhile)
     ok: int
     failed: int
     tracklets: int
@@ -137,7 +145,8 @@ def run_corpus_job(
         limits=config.limits,
     )
     corpus = list_corpus(config.input_uri)
-    committer = TableCommitter(config.output_uri, options.run_id)
+    job_id = uuid.uuid4().hex[:12]  # this job's claims (see `vis_core.tables.claims`)
+    committer = TableCommitter(config.output_uri, options.run_id, job_id=job_id)
     recovered = committer.recover()
     if recovered:
         logger.info("removed %d files of interrupted commits", recovered)
@@ -158,11 +167,14 @@ def run_corpus_job(
     outcomes: list[VideoOutcome] = []
     if todo:
         ensure_ray(config.ray_address)
-        pool = _WorkerPool(config, ray.put(model_bytes), options)
+        pool = _WorkerPool(config, ray.put(model_bytes), options, job_id)
         progress = JobProgress(len(todo), enabled=config.progress)
         try:
             for outcome in pool.run(todo, committer):
-                outcomes.append(outcome)
+                if outcome.committed_elsewhere:
+                    logger.info("%s: committed by another run meanwhile", outcome.video_id)
+                else:
+                    outcomes.append(outcome)
                 progress.update(outcome.num_frames, failed=outcome.status != STATUS_OK)
                 if on_outcome is not None:
                     on_outcome(outcome)
@@ -174,7 +186,7 @@ def run_corpus_job(
         model=options.model,
         output_uri=config.output_uri,
         videos=len(corpus),
-        skipped=len(corpus) - len(todo),
+        skipped=len(corpus) - len(outcomes),
         ok=sum(o.status == STATUS_OK for o in outcomes),
         failed=sum(o.status != STATUS_OK for o in outcomes),
         tracklets=sum(o.num_tracklets for o in outcomes),
@@ -203,6 +215,17 @@ def _model_bytes(config: CorpusJobConfig) -> bytes:
     return read_model_bytes(config.model_uri)
 
 
+def _replace(config: CorpusJobConfig) -> Replace:
+    """A commit keeps the video's commit that exists, unless retrying a failed one."""
+    return Replace.FAILED if config.retry_failed else Replace.NEVER
+
+
+def _elsewhere(result: CommitResult, job_id: str) -> bool:
+    """Whether another job's commit of the video stayed (this job's own earlier commit,
+    from a call that Ray retried, counts as this job's)."""
+    return not result.won and result.claim.job != job_id
+
+
 class SegmentWorker:
     """A Ray actor holding the model: `process(video)` segments and commits one video."""
 
@@ -213,6 +236,8 @@ class SegmentWorker:
         output_uri: str,
         use_gpu: bool,
         threads: int,
+        job_id: str,
+        replace: Replace,
     ):
         import os
 
@@ -226,12 +251,13 @@ class SegmentWorker:
         model = model_from_bytes(model_bytes, options.model, device)
         self.segmenter = VideoSegmenter(model, device=device, dtype=dtype)
         self.options = dataclasses.replace(options, decode_threads=max(1, threads))
-        self.committer = TableCommitter(output_uri, options.run_id)
+        self.committer = TableCommitter(output_uri, options.run_id, job_id=job_id)
+        self.replace = replace
         self.pid = os.getpid()
 
     def process(self, video: CorpusVideo) -> VideoOutcome:
         rows = process_video(video, self.segmenter, self.options)
-        self.committer.commit(rows)
+        result = self.committer.commit(rows, replace=self.replace)
         videos = rows.tables["videos"]
         return VideoOutcome(
             video_id=video.video_id,
@@ -242,6 +268,7 @@ class SegmentWorker:
             seconds=videos["total_s"][0].as_py() or 0.0,
             worker_pid=self.pid,
             worker_peak_memory_bytes=_peak_memory_bytes(),
+            committed_elsewhere=_elsewhere(result, self.committer.job_id),
         )
 
 
@@ -257,7 +284,9 @@ def _peak_memory_bytes() -> int:
 class _WorkerPool:
     """A fixed pool of `SegmentWorker` actors fed with bounded in-flight work."""
 
-    def __init__(self, config: CorpusJobConfig, model_ref: Any, options: ProcessOptions):
+    def __init__(
+        self, config: CorpusJobConfig, model_ref: Any, options: ProcessOptions, job_id: str
+    ):
         import ray
 
         self.config = config
@@ -279,7 +308,15 @@ class _WorkerPool:
             max_task_retries=max(0, config.max_attempts - 1),
         )
         self.workers = [
-            remote.remote(model_ref, options, config.output_uri, config.use_gpu, cpus)
+            remote.remote(
+                model_ref,
+                options,
+                config.output_uri,
+                config.use_gpu,
+                cpus,
+                job_id,
+                _replace(config),
+            )
             for _ in range(count)
         ]
         logger.info("%d segmentation workers, %d CPUs each", count, cpus)
@@ -323,8 +360,19 @@ class _WorkerPool:
             f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
         )
         record = VideoRecord(video.video_id, video.uri, self.options.model, self.options.run_id)
-        committer.commit(failed_rows(record, message))
-        return VideoOutcome(video.video_id, STATUS_FAILED, message, 0, 0, 0.0, worker_pid=-1)
+        result = committer.commit(failed_rows(record, message), replace=_replace(self.config))
+        if not result.won and result.claim.status == STATUS_OK:
+            message = None  # the worker committed the video before it died
+        return VideoOutcome(
+            video.video_id,
+            result.claim.status,
+            message,
+            0,
+            0,
+            0.0,
+            worker_pid=-1,
+            committed_elsewhere=_elsewhere(result, committer.job_id),
+        )
 
 
 def _cpus_per_node() -> float:

@@ -30,6 +30,10 @@ class TrainConfigError(ValueError):
     """The training job is not runnable as configured."""
 
 
+class TrainStateError(TrainConfigError):
+    """A checkpoint's training state cannot be read (the message names the file)."""
+
+
 @dataclass(frozen=True)
 class TrainJobConfig:
     """One training job. Paths may be local or fsspec URIs (storage: local or `s3://`).
@@ -138,10 +142,15 @@ class TrainState:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> TrainState:
+        from vis_core.modeling.torch_file import load_weights_only
+
         path = Path(folder) / STATE_FILE
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_weights_only(path, str(path), TrainStateError)  # weights only: no code
         if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
-            raise TrainConfigError(f"{path} is not a {STATE_FORMAT} training state")
+            raise TrainStateError(f"{path} is not a {STATE_FORMAT} training state")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in payload]
+        if missing:
+            raise TrainStateError(f"{path}: a training state without {', '.join(missing)}")
         return cls(**{f.name: payload[f.name] for f in dataclasses.fields(cls)})
 
 

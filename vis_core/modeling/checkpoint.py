@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vis_core.modeling.torch_file import load_weights_only
+
 # (official prefix, project prefix), one per module of the whole model.
 PREFIXES: tuple[tuple[str, str], ...] = (
     ("backbone.", "detector.backbone."),
@@ -75,10 +77,7 @@ def read_official(path: str | Path) -> dict[str, Tensor]:
             except (pickle.UnpicklingError, EOFError, AttributeError) as error:
                 raise CheckpointError(f"{path}: not a readable .pkl checkpoint ({error})") from None
     else:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from None
+        data = load_weights_only(path, str(path), CheckpointError)
     state = data.get("model", data) if isinstance(data, Mapping) else None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict or a dict with a 'model' key")

@@ -1,7 +1,10 @@
 """The project's model files: the whole config and the weights, in one torch file.
 
-`{"format": "vis-model/1", "config": {...}, "model": state_dict, "metadata": {...}}`,
-readable with `torch.load(weights_only=True)`, so opening a model file runs no code.
+`{"format": "vis-model/1", "config": {...}, "model": state_dict, "metadata": {...},
+"weights_sha256": ...}`, read with `torch.load(weights_only=True)` only, so opening a model
+file runs no code. A file that is truncated, corrupt or altered (pickled objects, a config
+or weights that do not fit, weights that differ from their digest) is a `ModelFileError`
+naming it. Files saved before the digest load without that check.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import torch
 
 from vis_core.modeling.config import config_from_dict, config_to_dict
+from vis_core.modeling.torch_file import load_weights_only, weights_digest
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.storage import open_fs, open_output
 
@@ -22,7 +26,7 @@ DEFAULT_MODEL_FILE = Path(__file__).resolve().parents[1] / "weights" / "vita_sma
 
 
 class ModelFileError(ValueError):
-    """The file is not a readable vis model file."""
+    """The file is not a readable vis model file (the message names it and says why)."""
 
 
 def save_model(
@@ -45,6 +49,7 @@ def save_model(
         "config": config_to_dict(model.config),
         "model": state,
         "metadata": metadata or {},
+        "weights_sha256": weights_digest(state),
     }
     torch.save(payload, buffer)
     with open_output(uri) as file:
@@ -73,9 +78,24 @@ def model_from_bytes(
     data: bytes, name: str = "model file", device: str | torch.device = "cpu"
 ) -> VitaModel:
     """Rebuild a model from the bytes of a model file (`name` is for error messages)."""
-    payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    payload = load_weights_only(data, name, ModelFileError, map_location=device)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{name} is not a {FORMAT} model file")
-    model = VitaModel(config_from_dict(payload["config"]))
-    model.load_state_dict(payload["model"])
+    state = payload.get("model")
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ModelFileError(f"{name}: its weights are not a state dict of tensors")
+    expected = payload.get("weights_sha256")
+    if expected is not None and weights_digest(state) != expected:
+        raise ModelFileError(
+            f"{name}: its weights differ from the digest saved with them (corrupt or altered)"
+        )
+    try:
+        model = VitaModel(config_from_dict(payload["config"]))
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        # A config or weights edited after saving: name the file rather than a key.
+        raise ModelFileError(
+            f"{name}: its config or weights do not make a model: "
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        ) from None
     return model.to(device).eval()

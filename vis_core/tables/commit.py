@@ -1,24 +1,36 @@
-"""Exactly-once commits of one video's rows to the three table folders.
+"""Exactly-once commits of one video's rows to the three table folders, safe when runs of
+the same job overlap on one output.
 
-Each video of a run owns one Parquet file per table, named from the run and a hash of
-its `video_id` (`<run_id>-<key>.parquet`), so the name never depends on the path's
-characters and a video id cannot point outside the output. A commit writes the
-`tracklets` and `tracklet_frames` files, then the `videos` file: the `videos` file is the
-commit record. Each file is written under a hidden name (`.tmp-…`, which pyarrow and
-DuckDB readers skip) and then renamed, so no reader ever sees half a file.
+A video's commit is a claim in the commit log (`vis_core.tables.claims`), made in three
+steps:
 
-- A rerun skips videos whose `videos` file exists for the run (`committed`).
-- A commit of the same video replaces its files: rows are never duplicated.
-- A crash between the files of one commit leaves instance files without a `videos` file;
-  `recover` deletes them when the run starts again, and readers (`vis_core.tables.read`)
-  only return rows of committed videos.
+1. stage: each table's file is written to `_staging/<table>/` (out of the folders readers
+   glob) under a name unique to this attempt (`<run_id>-<key>-<attempt>.parquet`), so no
+   writer ever overwrites another's;
+2. claim: the claim naming those files is created with create-if-absent, the commit point.
+   A writer that finds the video committed backs off and deletes its staged files, unless
+   told to replace that commit (`Replace`): then it claims the next version;
+3. publish: the files are moved to their table folders, the `videos` file last, and the
+   files of the commit this one replaces are deleted.
+
+A writer killed at any instant leaves no claim (its staged files are orphans no reader
+sees) or a claim whose files all exist, staged or published (readers read the staged ones
+until `recover` publishes them). `recover` deletes a run's orphans only when no live writer
+can own them: published files that no claim names (replaced commits) at once, staged files
+once older than `orphan_age_s`. A writer paused for longer than that finds its files gone
+when it resumes: it withdraws its claim (a version with status `withdrawn`) and commits
+again; killed before, it leaves a claim that names a missing file, which counts as no
+commit, so the video is processed again. Never a commit with missing rows.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import datetime
+import enum
 import io
-import uuid
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +38,53 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vis_core.storage import join, open_fs
+from vis_core.tables.claims import (
+    COMMITS,
+    PUBLISH_ORDER,
+    STAGING,
+    TEMP_PREFIX,
+    WITHDRAWN,
+    Claim,
+    Commit,
+    committed,
+    create_claim,
+    data_name,
+    holds_claim,
+    is_atomic,
+    latest_claim,
+    list_files,
+    new_attempt,
+    now_iso,
+    parse_claim_name,
+    parse_data_name,
+    read_claim,
+    resolve,
+    staged_folder,
+    video_key,
+)
 from vis_core.tables.rows import VideoRows
-from vis_core.tables.schema import TABLE_NAMES, TRACKLET_FRAMES, TRACKLETS, VIDEOS
+from vis_core.tables.schema import STATUS_FAILED, TABLE_NAMES, VIDEOS
 
-PARQUET_SUFFIX = ".parquet"
-_INSTANCE_TABLES = (TRACKLETS, TRACKLET_FRAMES)  # written before the commit record
+__all__ = ["CommitError", "CommitResult", "CommitStatus", "Replace", "TableCommitter", "video_key"]
+
+logger = logging.getLogger(__name__)
+
+# A live writer holds an unclaimed staged file for the seconds a commit takes; one this old
+# is a dead (or long-paused) writer's. Delta's vacuum keeps a retention period likewise.
+ORPHAN_AGE_S = 24 * 3600.0
+_COMMIT_TRIES = 5
 
 
-def video_key(video_id: str) -> str:
-    """A file-name-safe key of a video id (20 hex digits of its SHA-256)."""
-    return hashlib.sha256(video_id.encode("utf-8")).hexdigest()[:20]
+class CommitError(RuntimeError):
+    """A video could not be committed (its files vanished at every try)."""
+
+
+class Replace(enum.Enum):
+    """What a commit does when the run has committed its video already."""
+
+    ALWAYS = "always"  # the new rows replace the old ones (a direct re-commit)
+    FAILED = "failed"  # only a `failed` commit is replaced (`--retry-failed`)
+    NEVER = "never"  # the first commit stays (the corpus job: another run got there first)
 
 
 @dataclass(frozen=True)
@@ -46,88 +95,206 @@ class CommitStatus:
     status: str
 
 
-class TableCommitter:
-    """Commits videos of one run (`run_id`) to the tables under `output_uri`."""
+@dataclass(frozen=True)
+class CommitResult:
+    """What `commit` did: `won` when this call's rows are now the video's commit; else
+    `claim` is the commit that stays (another writer's, or this job's earlier one)."""
 
-    def __init__(self, output_uri: str, run_id: str, **storage_options: Any):
+    video_id: str
+    won: bool
+    claim: Claim
+
+
+class TableCommitter:
+    """Commits videos of one run (`run_id`) to the tables under `output_uri`.
+
+    job_id: who writes (in the claims; default: a new id per committer); orphan_age_s: the
+    age from which `recover` deletes a staged file that no claim names.
+    """
+
+    def __init__(
+        self,
+        output_uri: str,
+        run_id: str,
+        *,
+        job_id: str | None = None,
+        orphan_age_s: float = ORPHAN_AGE_S,
+        **storage_options: Any,
+    ):
         if not run_id or not run_id.replace("-", "").isalnum():
             raise ValueError(f"run_id must be alphanumeric (dashes allowed), got {run_id!r}")
         self.output_uri = output_uri
         self.run_id = run_id
+        self.job_id = job_id or new_attempt()
+        self.orphan_age_s = orphan_age_s
         self.fs, self.root = open_fs(output_uri, **storage_options)
 
-    def file_path(self, table: str, video_id: str) -> str:
-        return join(self.root, table, f"{self.run_id}-{video_key(video_id)}{PARQUET_SUFFIX}")
+    def file_path(self, table: str, video_id: str, attempt: str) -> str:
+        """The published path of one commit attempt's file of `video_id` in `table`."""
+        return join(self.root, table, data_name(self.run_id, video_key(video_id), attempt))
 
-    def commit(self, rows: VideoRows) -> None:
-        """Write one video's rows; the `videos` row last (see the module docstring)."""
+    def commit(self, rows: VideoRows, *, replace: Replace = Replace.ALWAYS) -> CommitResult:
+        """Commit one video's rows (see the module docstring)."""
         video_id = rows.tables[VIDEOS]["video_id"][0].as_py()
-        for table in (*_INSTANCE_TABLES, VIDEOS):
-            path = self.file_path(table, video_id)
-            if table != VIDEOS and rows.tables[table].num_rows == 0:
-                # A failed video, or one without instances, may replace an earlier commit.
-                if self.fs.exists(path):
-                    self.fs.rm(path)
+        key = video_key(video_id)
+        for _ in range(_COMMIT_TRIES):
+            current = latest_claim(self.fs, self.root, self.run_id, key)
+            if current is not None and not self._may_replace(current, replace):
+                return CommitResult(video_id, False, current)
+            attempt = new_attempt()
+            files = {}
+            for table in PUBLISH_ORDER:
+                if table == VIDEOS or rows.tables[table].num_rows > 0:
+                    files[table] = data_name(self.run_id, key, attempt)
+                    self._write_staged(table, files[table], rows.tables[table])
+            version = current.version + 1 if current is not None else 1
+            claim = Claim(
+                self.run_id, video_id, version, rows.status, attempt, self.job_id, files, now_iso()
+            )
+            if not self._claim(claim):
+                self._delete_files(claim)  # another writer claimed this version: look again
                 continue
-            self._write_atomically(path, rows.tables[table])
+            if not self._publish(claim):
+                logger.warning("files of %r vanished before publishing: committing again", video_id)
+                self._withdraw(claim)
+                continue
+            if not is_atomic(self.fs) and not holds_claim(self.fs, self.root, claim):
+                # An object store: a racing writer's claim overwrote this one after all.
+                self._delete_files(claim)
+                stored = read_claim(self.fs, self.root, self.run_id, key, version)
+                return CommitResult(video_id, False, stored or claim)
+            if current is not None:
+                self._delete_files(current)  # replaced
+            return CommitResult(video_id, True, claim)
+        raise CommitError(f"could not commit {video_id!r} to {self.output_uri}: files vanished")
 
     def committed(self) -> dict[str, CommitStatus]:
         """The run's committed videos, by video id."""
-        paths = self._run_files(VIDEOS)
-        if not paths:
-            return {}
-        table = _read_files(self.fs, paths, columns=["video_id", "status"])
         return {
-            video_id: CommitStatus(video_id, status)
-            for video_id, status in zip(
-                table["video_id"].to_pylist(), table["status"].to_pylist(), strict=True
-            )
+            commit.video_id: CommitStatus(commit.video_id, commit.status)
+            for commit in committed(self.fs, self.root, run_id=self.run_id)
         }
 
-    def recover(self) -> int:
-        """Delete the run's instance files (and stale temporaries) that have no commit
-        record: what a crash in the middle of a commit leaves. Returns files deleted."""
-        committed = {path.rsplit("/", 1)[-1] for path in self._run_files(VIDEOS)}
+    def recover(self, now: float | None = None) -> int:
+        """Finish publishing the run's commits whose writer died, and delete the run's
+        orphans that no live writer can own (see the module docstring). Returns files
+        deleted. Safe while other runs of the same job commit."""
+        now = time.time() if now is None else now
+        # The files first, then the claims: a file published after this listing has a
+        # claim that `committed` reads, so no committed file is taken for an orphan.
+        listings = {folder: list_files(self.fs, join(self.root, folder)) for folder in _FOLDERS}
+        commits = committed(self.fs, self.root, run_id=self.run_id)
+        for commit in commits:
+            if any(path != join(self.root, t, n) for (t, n), path in _pairs(commit)):
+                self._publish(commit.claim)  # its writer died before publishing
+        named = {(table, name) for commit in commits for table, name in commit.claim.files.items()}
         deleted = 0
-        for table in TABLE_NAMES:
-            folder = join(self.root, table)
-            if not self.fs.exists(folder):
-                continue
-            for path in self.fs.ls(folder, detail=False):
-                name = path.rsplit("/", 1)[-1]
-                stale_temporary = name.startswith(f".tmp-{self.run_id}-")
-                orphan = (
-                    table != VIDEOS and name.startswith(f"{self.run_id}-") and name not in committed
-                )
-                if stale_temporary or orphan:
-                    self.fs.rm(path)
-                    deleted += 1
+        for folder, files in listings.items():
+            for name, info in files.items():
+                if self._is_orphan(folder, name, info, named, now):
+                    try:
+                        self.fs.rm(join(self.root, folder, name))
+                        deleted += 1
+                    except FileNotFoundError:
+                        pass  # deleted by another run's recovery meanwhile
         return deleted
 
-    def _run_files(self, table: str) -> list[str]:
-        folder = join(self.root, table)
-        if not self.fs.exists(folder):
-            return []
-        return sorted(
-            path
-            for path in self.fs.ls(folder, detail=False)
-            if path.rsplit("/", 1)[-1].startswith(f"{self.run_id}-")
-            and path.endswith(PARQUET_SUFFIX)
-        )
+    def _may_replace(self, current: Claim, replace: Replace) -> bool:
+        if current.status == WITHDRAWN or replace is Replace.ALWAYS:
+            return True
+        if replace is Replace.FAILED and current.status == STATUS_FAILED:
+            return True
+        return resolve(self.fs, self.root, current) is None  # a file is gone: no commit
 
-    def _write_atomically(self, path: str, table: pa.Table) -> None:
-        folder, name = path.rsplit("/", 1)
-        temporary = join(folder, f".tmp-{name}-{uuid.uuid4().hex[:8]}")
+    def _write_staged(self, table: str, name: str, data: pa.Table) -> None:
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(data, buffer, compression="zstd")
+        folder = join(self.root, staged_folder(table))
         self.fs.makedirs(folder, exist_ok=True)
-        self.fs.pipe_file(temporary, buffer.getvalue())
-        self.fs.mv(temporary, path)
+        self.fs.pipe_file(join(folder, name), buffer.getvalue())
+
+    def _claim(self, claim: Claim) -> bool:
+        return create_claim(self.fs, self.root, claim)
+
+    def _publish(self, claim: Claim) -> bool:
+        """Rename the claim's staged files to their names, `videos` last; False when one is
+        in neither place (deleted as an orphan, or replaced)."""
+        for table in PUBLISH_ORDER:
+            if table in claim.files and not self._publish_file(table, claim.files[table]):
+                return False
+        return True
+
+    def _publish_file(self, table: str, name: str) -> bool:
+        staged, published = self._staged(table, name), join(self.root, table, name)
+        self.fs.makedirs(join(self.root, table), exist_ok=True)
+        self.fs.invalidate_cache(staged)  # no stale listing
+        try:
+            self.fs.mv(staged, published)
+            return True
+        except FileNotFoundError:  # published meanwhile by a recovery, or gone
+            self.fs.invalidate_cache(published)
+            return self.fs.exists(published)
+
+    def _staged(self, table: str, name: str) -> str:
+        return join(self.root, staged_folder(table), name)
+
+    def _withdraw(self, claim: Claim) -> None:
+        """Retract `claim` (some file of it is gone) with a `withdrawn` next version."""
+        withdrawal = Claim(
+            self.run_id, claim.video_id, claim.version + 1, WITHDRAWN, new_attempt(), self.job_id
+        )
+        create_claim(self.fs, self.root, withdrawal)  # taken already: replaced anyway
+        self._delete_files(claim)
+
+    def _delete_files(self, claim: Claim) -> None:
+        """Delete a claim's files, staged or published (staged first: a concurrent
+        publish then leaves nothing behind)."""
+        for table, name in claim.files.items():
+            for path in (self._staged(table, name), join(self.root, table, name)):
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(path)
+
+    def _is_orphan(
+        self,
+        folder: str,
+        name: str,
+        info: dict[str, Any],
+        named: set[tuple[str, str]],
+        now: float,
+    ) -> bool:
+        """Whether a listed file is this run's and provably no live writer's."""
+        temporary = name.startswith(TEMP_PREFIX)  # a claim before its link (old: a file)
+        base = name.removeprefix(TEMP_PREFIX).rsplit("-", 1)[0] if temporary else name
+        if folder == COMMITS:
+            parsed = parse_claim_name(base) if temporary else None  # claims stay for good
+        else:
+            parsed = parse_data_name(base)
+        if parsed is None or parsed[0] != self.run_id:
+            return False  # not a file of the protocol, or another run's: it cleans its own
+        table = folder.removeprefix(f"{STAGING}/")
+        if not temporary and (table, name) in named:
+            return False
+        if folder in TABLE_NAMES and not temporary:
+            return True  # published yet named by no claim: a replaced commit's
+        modified = _modified_s(info)
+        return modified is not None and now - modified >= self.orphan_age_s
 
 
-def _read_files(fs: Any, paths: list[str], columns: list[str]) -> pa.Table:
-    tables = []
-    for path in paths:
-        with fs.open(path, "rb") as file:
-            tables.append(pq.read_table(file, columns=columns))
-    return pa.concat_tables(tables)
+def _pairs(commit: Commit) -> list[tuple[tuple[str, str], str]]:
+    """((table, file name), where the file is now) of a commit's files."""
+    return [((table, commit.claim.files[table]), path) for table, path in commit.paths.items()]
+
+
+_FOLDERS = (*TABLE_NAMES, *(staged_folder(table) for table in TABLE_NAMES), COMMITS)
+
+
+def _modified_s(info: dict[str, Any]) -> float | None:
+    """A listed file's modification time (seconds since the epoch); None if unknown."""
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return value.timestamp()
+    return float(value) if isinstance(value, (int, float)) else None

@@ -24,19 +24,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vis_core import masks
 from vis_core.data.ytvis import Category, VideoEntry, YtvisDataset
-from vis_core.tables.commit import TableCommitter
-from vis_core.tables.read import TablesNotFoundError, latest_run_id, read_table
-from vis_core.tables.schema import (
-    SCHEMAS,
-    STATUS_OK,
-    TRACKLET_FRAMES,
-    TRACKLETS,
-    VIDEOS,
-)
+from vis_core.tables.read import CommittedTables, TablesNotFoundError, latest_run_id
+from vis_core.tables.schema import STATUS_OK, TRACKLET_FRAMES, TRACKLETS, VIDEOS
 
 _SHOWN = 5  # names quoted in an error message
 
@@ -78,13 +70,9 @@ def export_ytvis_results(
     """
     dataset = YtvisDataset.load(gt_uri)
     run_id = run_id or latest_run_id(tables_uri, **storage_options)
-    videos = read_table(
-        tables_uri,
-        VIDEOS,
-        run_id=run_id,
-        columns=["video_id", "status", "num_frames", "height", "width"],
-        **storage_options,
-    )
+    # One listing of the run's commits serves every read below: a consistent view.
+    tables = CommittedTables(tables_uri, run_id=run_id, **storage_options)
+    videos = tables.read(VIDEOS, columns=["video_id", "status", "num_frames", "height", "width"])
     if videos.num_rows == 0:
         raise TablesNotFoundError(f"no committed video of run {run_id!r} under {tables_uri}")
     rows = videos.to_pylist()
@@ -97,22 +85,14 @@ def export_ytvis_results(
     )
     _check_frames([(gt_video, ok[table_id]) for gt_video, table_id in exported])
 
-    tracklets = (
-        _tracklets_by_video(
-            read_table(
-                tables_uri,
-                TRACKLETS,
-                run_id=run_id,
-                video_ids=[table_id for _, table_id in exported],
-                columns=["video_id", "track_id", "category_id", "category_name", "score"],
-                **storage_options,
-            )
+    tracklets = _tracklets_by_video(
+        tables.read(
+            TRACKLETS,
+            video_ids=[table_id for _, table_id in exported],
+            columns=["video_id", "track_id", "category_id", "category_name", "score"],
         )
-        if exported  # read_table cannot filter on an empty list of video ids
-        else {}
     )
     categories = CategoryMap(dataset.categories)
-    committer = TableCommitter(tables_uri, run_id, **storage_options)
     results: list[dict[str, Any]] = []
     dropped = 0
     dropped_names: set[str] = set()
@@ -126,7 +106,7 @@ def export_ytvis_results(
             else:
                 tracks.append((track, category_id))
         if tracks:
-            results += _video_results(committer, gt_video, table_id, tracks)
+            results += _video_results(tables, gt_video, table_id, tracks)
     covered = {gt_video.id for gt_video, _ in exported}
     return ExportResult(
         results=results,
@@ -203,13 +183,13 @@ class CategoryMap:
 
 
 def _video_results(
-    committer: TableCommitter,
+    tables: CommittedTables,
     video: VideoEntry,
     table_id: str,
     tracks: Sequence[tuple[Mapping[str, Any], int]],
 ) -> list[dict[str, Any]]:
     """The result entries of one matched video: T = the GT's frame count for every track."""
-    frames = _frame_rows(committer, table_id)
+    frames = _frame_rows(tables, table_id)
     _check_frame_rows(frames, video, table_id)
     by_track: dict[int, dict[int, bytes]] = defaultdict(dict)
     for track_id, frame, counts in zip(
@@ -239,15 +219,10 @@ def _video_results(
     return results
 
 
-def _frame_rows(committer: TableCommitter, table_id: str) -> pa.Table:
-    """One committed video's `tracklet_frames` rows: its own file (see `commit`), read
-    directly, as a per-video `read_table` would open every file of the table."""
+def _frame_rows(tables: CommittedTables, table_id: str) -> pa.Table:
+    """One committed video's `tracklet_frames` rows (its one file, see `commit`)."""
     columns = ["track_id", "frame_index", "mask", "height", "width"]
-    path = committer.file_path(TRACKLET_FRAMES, table_id)
-    if not committer.fs.exists(path):
-        return SCHEMAS[TRACKLET_FRAMES].empty_table().select(columns)
-    with committer.fs.open(path, "rb") as file:
-        return pq.read_table(file, columns=columns)
+    return tables.read(TRACKLET_FRAMES, video_ids=[table_id], columns=columns)
 
 
 def _check_frames(pairs: Sequence[tuple[VideoEntry, Mapping[str, Any]]]) -> None:

@@ -2,8 +2,10 @@
 
 The folders are plain Parquet datasets (`pyarrow.dataset.dataset(folder)`, DuckDB's
 `read_parquet('folder/*.parquet')`); these helpers add what a raw reader does not know:
-which rows belong to committed videos (see `vis_core.tables.commit`) and which run is the
-latest.
+which files hold committed videos (the commit log, see `vis_core.tables.claims`), which
+run is the latest, and a view that stays consistent while other runs commit: a video's
+rows come from the files its claim names, all of them or none, never a replaced commit's
+or a racing writer's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pyarrow.dataset as pads
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from vis_core.storage import join, open_fs
+from vis_core.tables.claims import COMMITS, Commit, committed
 from vis_core.tables.schema import SCHEMAS, STATUS_FAILED, TABLE_NAMES, VIDEOS
 
 
@@ -29,6 +32,7 @@ class VideoRowError(ValueError):
 
 
 _NAMES_SHOWN = 5  # video ids or runs quoted when the one asked for is not there
+_READ_TRIES = 5  # a file renamed or replaced by a commit during a read: list again
 
 
 def read_table(
@@ -44,26 +48,64 @@ def read_table(
 
     run_id: one run's rows (None: every run's); video_ids: only these videos.
     """
-    if table not in TABLE_NAMES:
-        raise ValueError(f"unknown table {table!r}; the tables are {TABLE_NAMES}")
-    fs, root = open_fs(output_uri, **storage_options)
-    videos = _dataset(fs, join(root, VIDEOS), VIDEOS)
-    if videos is None:
-        raise TablesNotFoundError(f"no committed video under {output_uri}")
-    keep = None
-    if run_id is not None:
-        keep = pc.field("run_id") == run_id
-    if video_ids is not None:
-        chosen = pc.field("video_id").isin(pa.array(list(video_ids), pa.string()))
-        keep = chosen if keep is None else keep & chosen
-    committed = videos.to_table(filter=keep)
-    if table == VIDEOS:
-        return committed.select(list(columns)) if columns is not None else committed
-    data = _dataset(fs, join(root, table), table)
-    if data is None:
-        return SCHEMAS[table].empty_table().select(list(columns or SCHEMAS[table].names))
-    wanted = list(columns) if columns is not None else SCHEMAS[table].names
-    return data.to_table(columns=wanted, filter=_committed_filter(committed))
+    view = CommittedTables(output_uri, run_id=run_id, video_ids=video_ids, **storage_options)
+    return view.read(table, columns=columns)
+
+
+class CommittedTables:
+    """The committed videos under `output_uri` (of run `run_id`, of `video_ids`), listed
+    once, and their rows: many per-video reads cost one listing."""
+
+    def __init__(
+        self,
+        output_uri: str,
+        *,
+        run_id: str | None = None,
+        video_ids: Sequence[str] | None = None,
+        **storage_options: Any,
+    ):
+        self.output_uri = output_uri
+        self.fs, self.root = open_fs(output_uri, **storage_options)
+        self._run_id = run_id
+        self._video_ids = None if video_ids is None else list(video_ids)
+        self.commits: list[Commit] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        """List the committed videos again."""
+        self.fs.invalidate_cache(self.root)  # an object store's listing may be stale
+        if not any(self.fs.exists(join(self.root, name)) for name in (COMMITS, VIDEOS)):
+            raise TablesNotFoundError(f"no committed video under {self.output_uri}")
+        self.commits = committed(self.fs, self.root, run_id=self._run_id, video_ids=self._video_ids)
+
+    def read(
+        self,
+        table: str,
+        *,
+        video_ids: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """The rows of `table` of the listed videos (only `video_ids` of them)."""
+        if table not in TABLE_NAMES:
+            raise ValueError(f"unknown table {table!r}; the tables are {TABLE_NAMES}")
+        wanted = list(columns) if columns is not None else SCHEMAS[table].names
+        chosen = None if video_ids is None else set(video_ids)
+        for attempt in range(_READ_TRIES):
+            paths = [
+                commit.paths[table]
+                for commit in self.commits
+                if table in commit.paths and (chosen is None or commit.video_id in chosen)
+            ]
+            if not paths:
+                return SCHEMAS[table].empty_table().select(wanted)
+            try:
+                return _dataset(self.fs, paths, table).to_table(columns=wanted)
+            except FileNotFoundError:
+                # Published (renamed) or replaced since the listing: list again.
+                if attempt == _READ_TRIES - 1:
+                    raise
+                self.refresh()
+        raise AssertionError("unreachable")
 
 
 def latest_run_id(output_uri: str, **storage_options: Any) -> str:
@@ -109,26 +151,9 @@ def _some(names: list[str]) -> str:
     return f"{listed} (and {more} more)" if more > 0 else listed
 
 
-def _committed_filter(videos: pa.Table) -> pc.Expression:
-    """Rows of committed videos only: rows of a video without a commit record are from an
-    interrupted commit (see `vis_core.tables.commit`)."""
-    by_run: dict[str, list[str]] = {}
-    for video_id, run in zip(
-        videos["video_id"].to_pylist(), videos["run_id"].to_pylist(), strict=True
-    ):
-        by_run.setdefault(run, []).append(video_id)
-    keep = pc.scalar(False)
-    for run, video_ids in by_run.items():
-        chosen = pc.field("video_id").isin(pa.array(video_ids, pa.string()))
-        keep = keep | ((pc.field("run_id") == run) & chosen)
-    return keep
-
-
-def _dataset(fs: Any, folder: str, table: str) -> pads.Dataset | None:
-    if not fs.exists(folder):
-        return None
+def _dataset(fs: Any, paths: list[str], table: str) -> pads.Dataset:
     return pads.dataset(
-        folder,
+        paths,
         schema=SCHEMAS[table],
         format="parquet",
         filesystem=PyFileSystem(FSSpecHandler(fs)),
