@@ -6,11 +6,12 @@ the decoder: the network sees the same 240x427 input either way, so what a 720p 
 costs more is batching and resizing it for the network and making its masks at 1280x720.
 The goal is that extra at most 3x decoding the frame (PyAV, rgb24). Rows:
 - decode: PyAV ms per 720p frame;
-- the segmenter (with the areas and boxes the tables need) at 720p and 240p, with the old
-  mask path (upsampling every pixel, pycocotools, areas and boxes decoded back from the
-  RLE) and the new one (`vis_core.inference.mask_upsampling`): whole, and the parts that
-  depend on the frame size (batching, resizing, masks) timed inside the same runs; the
-  whole run's extra swings with the network's ~100 ms a frame, the parts' does not;
+- the segmenter (with the areas and boxes the tables need) at 720p and 240p, as it was
+  (float resize; masks by upsampling every pixel, pycocotools, areas and boxes decoded
+  back from the RLE) and as it is (uint8 resize, `vis_core.inference.mask_upsampling`):
+  whole, and the parts that depend on the frame size (batching, resizing, masks) timed
+  inside the same runs; the whole run's extra swings with the network's ~100 ms a frame,
+  the parts' does not;
 - the mask paths alone on the clip's own logits (10 instances), and pycocotools' `encode`
   against `vis_core.rle_encode` on the same masks.
 Times are CPU time of the process (decoder threads included) with one torch thread, best
@@ -34,6 +35,7 @@ from torch.nn import functional as F
 from vis_core import masks
 from vis_core.inference import frames as frames_module
 from vis_core.inference import segmenter as segmenter_module
+from vis_core.inference.frames import FramePreparer, InputGeometry
 from vis_core.inference.mask_upsampling import upsampled_masks
 from vis_core.inference.segmenter import VideoSegmenter
 from vis_core.rle_encode import EncodedMasks, encode_masks
@@ -62,12 +64,29 @@ def old_masks(logits: Tensor, height: int, width: int) -> EncodedMasks:
     )
 
 
+def old_prepare(preparer: FramePreparer, frames: np.ndarray, geometry: InputGeometry) -> Tensor:
+    """The frame resize before the uint8 kernel: float antialiased, rounded back."""
+    batch = torch.from_numpy(frames).to(preparer.device)
+    resized = (geometry.resized_height, geometry.resized_width)
+    if resized != (geometry.height, geometry.width):
+        images = F.interpolate(
+            batch.permute(0, 3, 1, 2).float(),
+            size=resized,
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        batch = images.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return preparer.detector.preprocess(batch)
+
+
 class _PartTimer:
     """CPU seconds spent in the size-dependent parts of the segmenter, by part."""
 
     def __init__(self, segmenter: VideoSegmenter):
         self.seconds = dict.fromkeys(_PARTS, 0.0)
         self.mask_path: Callable[[Tensor, int, int], EncodedMasks] = upsampled_masks
+        self.old_resize = False
         batches, prepare = frames_module._frame_batches, segmenter.frames._prepare
 
         def timed_batches(*args: object) -> Iterator[np.ndarray]:
@@ -80,9 +99,12 @@ class _PartTimer:
                     return
                 yield batch
 
-        def timed_prepare(*args: object) -> Tensor:
+        def timed_prepare(frames: np.ndarray, geometry: InputGeometry) -> Tensor:
             start = time.process_time()
-            images = prepare(*args)
+            if self.old_resize:
+                images = old_prepare(segmenter.frames, frames, geometry)
+            else:
+                images = prepare(frames, geometry)
             self.seconds["resize"] += time.process_time() - start
             return images
 
@@ -155,6 +177,7 @@ def _run() -> None:
         return upsampled_masks(logits, out_height, out_width)
 
     paths = {"old": old_masks, "new": upsampled_masks}
+    labels = {"old": "as it was", "new": "as it is"}
     whole: dict[tuple[str, str], float] = {}
     parts: dict[tuple[str, str], dict[str, float]] = {}
     decode = float("inf")
@@ -165,7 +188,7 @@ def _run() -> None:
         for _ in range(2):
             decode = min(decode, _decode_ms(path))
             for name, mask_path in paths.items():
-                timer.mask_path = mask_path
+                timer.mask_path, timer.old_resize = mask_path, name == "old"
                 for size, frames in (("720p", full), ("240p", small)):
                     timer.seconds = dict.fromkeys(_PARTS, 0.0)
                     start = time.process_time()
@@ -205,7 +228,7 @@ def _run() -> None:
     print(f"{header}   size-dependent parts at 720p / 240p ({', '.join(_PARTS)})")
     for name in paths:
         for label, big, little in (
-            (f"{name} masks", whole[name, "720p"], whole[name, "240p"]),
+            (labels[name], whole[name, "720p"], whole[name, "240p"]),
             ("  parts", sum(parts[name, "720p"].values()), sum(parts[name, "240p"].values())),
         ):
             extra = big - little
