@@ -16,7 +16,7 @@ from vis_core.inference import VideoInstances, VideoSegmenter
 from vis_core.inference import mask_upsampling as upsampling
 from vis_core.inference import segmenter as segmenter_module
 from vis_core.inference.mask_upsampling import dense_masks, upsampled_masks
-from vis_core.modeling.presets import vita_small_synth
+from vis_core.modeling.model_file import load_model
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.rle_encode import EncodedMasks
 
@@ -90,19 +90,33 @@ GEOMETRIES = [
 
 @pytest.mark.parametrize("source, original", GEOMETRIES)
 @pytest.mark.parametrize("kind", ["blobs", "noise", "positive", "negative", "borders"])
-def test_same_rle_as_upsampling_every_pixel(source, original, kind) -> None:
+def test_same_rle_as_upsampling_every_pixel(monkeypatch, source, original, kind) -> None:
     count = 6 if kind == "borders" or source[0] * source[1] < 20_000 else 2
     logits = logit_maps(kind, count, *source, seed=sum(source) + sum(original))
     expected = full_size_path(logits, *original)
     assert_same(upsampled_masks(logits, *original), expected)
     assert_same(dense_masks(logits, *original), expected)
+    monkeypatch.setattr(upsampling, "_MOST_MIXED", np.inf)  # noise too without the dense path
+    assert_same(upsampled_masks(logits, *original), expected)
 
 
-def test_the_local_arithmetic_matches_here() -> None:
-    """The fast path is the one the tests above exercise on this machine."""
+def test_masks_take_the_sparse_path_here(monkeypatch) -> None:
+    """The local arithmetic matches this machine's kernel, so the tests above exercise
+    the sparse path (not the dense fallback) on mask-like logits."""
     cpu = torch.device("cpu")
     assert upsampling._matching_arithmetic(cpu, 240, 427, 720, 1280) is not None
-    assert upsampling._matching_arithmetic(cpu, 24, 40, 73, 121) is not None
+
+    def no_dense(*args: object) -> EncodedMasks:
+        raise AssertionError("the dense path was taken")
+
+    generator = torch.Generator().manual_seed(11)
+    for source, original in [((240, 427), (720, 1280)), ((48, 65), (75, 101))]:
+        coarse = torch.randn(3, 1, source[0] // 24, source[1] // 24, generator=generator)
+        logits = F.interpolate(coarse * 6, size=source, mode="bilinear")[:, 0] - 4  # blobs
+        expected = full_size_path(logits, *original)
+        with monkeypatch.context() as patch:
+            patch.setattr(upsampling, "dense_masks", no_dense)
+            assert_same(upsampled_masks(logits, *original), expected)
 
 
 def test_dense_path_where_nothing_matches_or_logits_are_tiny(monkeypatch) -> None:
@@ -131,42 +145,42 @@ def test_axis_tables_match_pytorch_weights() -> None:
         assert axis.output[0, 0] == 0 and axis.output[-1, axis.count[-1] - 1] == n_out - 1
 
 
-def small_config(min_size_test: int):
-    config = vita_small_synth()
-    return dataclasses.replace(
-        config, input=dataclasses.replace(config.input, min_size_test=min_size_test)
-    )
-
-
 def moving_box_frames(count: int, height: int, width: int) -> list[np.ndarray]:
     frames = []
     for index in range(count):
         frame = np.empty((height, width, 3), dtype=np.uint8)
         frame[:] = np.linspace(20, 80, width, dtype=np.uint8)[None, :, None]
-        x = (5 * index) % (width - 20)
-        frame[height // 3 : height // 3 + 20, x : x + 20] = (230, 60, 40)
+        x = (5 * index) % (width - 40)
+        frame[height // 3 : height // 3 + 40, x : x + 40] = (230, 60, 40)
         frames.append(frame)
     return frames
 
 
-@pytest.mark.parametrize("height, width", [(75, 101), (97, 130)])
-def test_segmenter_masks_areas_and_boxes_as_before(monkeypatch, height: int, width: int) -> None:
-    """A random-weight model's own logits: the segmenter's masks equal the full-size
-    path's, and the areas and boxes it carries equal those measured from the RLEs."""
-    torch.manual_seed(2)
-    model = VitaModel(small_config(48)).eval()  # 75x101 frames become 48x65, 97x130 48x64
-    config = dataclasses.replace(model.config.inference, mask_chunk_frames=3)
-    frames = moving_box_frames(7, height, width)
-    new = VideoSegmenter(model, config).segment(frames)
+@pytest.fixture(scope="module")
+def shipped_model() -> VitaModel:
+    return load_model(None)
+
+
+@pytest.mark.parametrize("height, width", [(361, 483), (251, 447)])
+def test_segmenter_masks_areas_and_boxes_as_before(
+    monkeypatch, shipped_model: VitaModel, height: int, width: int
+) -> None:
+    """The shipped model's own logits (inputs 240x321 and 240x427, upsampled 1.5x and
+    about 1.05x): the segmenter's masks equal the full-size path's, and the areas and
+    boxes it carries equal those measured from the RLEs."""
+    config = dataclasses.replace(shipped_model.config.inference, mask_chunk_frames=4)
+    frames = moving_box_frames(6, height, width)
+    new = VideoSegmenter(shipped_model, config).segment(frames)
     monkeypatch.setattr(segmenter_module, "upsampled_masks", full_size_path)
-    old = VideoSegmenter(model, config).segment(frames)
+    old = VideoSegmenter(shipped_model, config).segment(frames)
     assert new.masks == old.masks
     np.testing.assert_array_equal(new.scores, old.scores)
     measured = dataclasses.replace(new, mask_areas=None, mask_boxes=None)
     assert new.mask_areas is not None and new.mask_boxes is not None
     np.testing.assert_array_equal(new.areas(), measured.areas())
     np.testing.assert_array_equal(new.boxes(), measured.boxes())
-    assert new.areas().sum() > 0
+    coverage = new.areas().sum() / (new.areas().size * height * width)
+    assert 1e-4 < coverage < 0.5  # masks, neither empty nor the whole frame
 
 
 def test_instances_check_their_areas_and_boxes_shapes() -> None:

@@ -27,7 +27,8 @@ Whether the local arithmetic reproduces `F.interpolate` bit for bit depends on h
 was compiled (fused multiply-adds) and on the device: it is checked once per device and
 geometry on random logits (`_matching_arithmetic`). Where no candidate matches, where the
 output is not an upsampling, or is so small that PyTorch uses another kernel, the masks
-are made on every pixel as before (`dense_masks`), and encoded by the same encoder.
+are made on every pixel as before (`dense_masks`), and encoded by the same encoder; so
+they are when most cells are mixed (noise, not masks), where that is cheaper.
 
 Dimension letters: N masks, h x w the source size, H x W the original size, M mixed cells,
 X x Y the largest number of output columns x rows of a cell.
@@ -53,6 +54,9 @@ _SMALL_OUTPUT = 128
 _LINES = 48
 # Positive values from which a sum with weights >= 2**-24 cannot underflow to 0.
 _TINY = np.float32(2.0**-100)
+# Past this share of the output pixels in mixed cells (noise rather than masks: a model's
+# masks of a 720p clip have about 1%), the dense path is cheaper, and needs less memory.
+_MOST_MIXED = 1 / 12
 
 
 @dataclass(frozen=True)
@@ -186,10 +190,11 @@ def upsampled_masks(logits: Tensor, height: int, width: int) -> EncodedMasks:
     # On an accelerator the logits come to the CPU once: 4 bytes a source pixel, less
     # than half of what 720p masks would weigh at a byte a pixel.
     cells = _Cells.of(logits.float().cpu().numpy())
-    if cells is None:
-        return dense_masks(logits, height, width)
     rows = _axis(source_height, height, arithmetic)
     columns = _axis(source_width, width, arithmetic)
+    grid = rows.output.shape[1] * columns.output.shape[1]  # pixel slots of a mixed cell
+    if cells is None or len(cells.mixed) * grid > _MOST_MIXED * count * height * width:
+        return dense_masks(logits, height, width)
     mask_index, positions = _flips(cells, rows, columns, arithmetic, height)
     return encode_flips(mask_index, positions, count, height, width)
 
