@@ -13,7 +13,7 @@ import time
 
 import torch
 
-TOPICS = ("eval", "decode", "synth", "model", "training", "long_video", "corpus")
+TOPICS = ("eval", "decode", "synth", "model", "training", "long_video", "corpus", "masks")
 
 
 def main(argv: list[str] | None = None) -> None:

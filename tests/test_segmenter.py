@@ -81,6 +81,23 @@ def test_resized_input_size_follows_resize_shortest_edge() -> None:
     assert resized_input_size(240, 320, 240, 1333) == (240, 320)
 
 
+def test_frames_are_resized_as_pil_does(model: VitaModel, monkeypatch) -> None:
+    from PIL import Image
+
+    from vis_core.inference.frames import FramePreparer
+
+    monkeypatch.setattr(model.detector, "preprocess", lambda batch: batch)  # the resized
+    preparer = FramePreparer(model.detector, model.config.input, torch.device("cpu"))
+    frames = np.stack(random_frames(2, 150, 203))
+    geometry = preparer.geometry(150, 203)  # shortest side 64: 64x87
+    resized = preparer._prepare(frames, geometry).numpy()
+    assert resized.shape == (2, 64, 87, 3) and resized.dtype == np.uint8
+    size = (geometry.resized_width, geometry.resized_height)
+    pil = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+    difference = np.abs(resized.astype(int) - pil)
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+
+
 def test_segment_output_shapes_odd_size(model: VitaModel) -> None:
     frames = random_frames(20, 50, 70)
     instances = segmenter(model).segment(frames)

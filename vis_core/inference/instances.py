@@ -27,6 +27,10 @@ class VideoInstances:
     [0, num_classes); masks: K tuples of T compressed RLE dicts (an empty mask where the
     instance is absent), each of size `[height, width]`. Instances are in the order the
     segmenter selected them (not necessarily by score).
+
+    mask_areas `[K, T]` int64 and mask_boxes `[K, T, 4]` float64 (x, y, w, h): the masks'
+    areas and boxes as measured where the masks were made, or None to measure them from
+    the RLEs when asked (`areas`, `boxes`); they must agree with the masks.
     """
 
     num_frames: int
@@ -35,6 +39,8 @@ class VideoInstances:
     scores: np.ndarray
     labels: np.ndarray
     masks: tuple[tuple[RLE, ...], ...]
+    mask_areas: np.ndarray | None = None
+    mask_boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         count = len(self.masks)
@@ -58,6 +64,13 @@ class VideoInstances:
                 )
             if any(list(rle["size"]) != size for rle in track):
                 raise ValueError(f"instance {index} has a mask whose size is not {size}")
+        for name, shape in (
+            ("mask_areas", (count, self.num_frames)),
+            ("mask_boxes", (count, self.num_frames, 4)),
+        ):
+            value = getattr(self, name)
+            if value is not None and value.shape != shape:
+                raise ValueError(f"{name} is {value.shape}, expected {shape}")
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -76,6 +89,8 @@ class VideoInstances:
 
     def areas(self) -> np.ndarray:
         """Foreground pixels `[K, T]` int64 of every instance and frame."""
+        if self.mask_areas is not None:
+            return self.mask_areas.astype(np.int64)  # a copy: the instances stay as made
         if not self.masks:
             return np.zeros((0, self.num_frames), dtype=np.int64)
         flat = masks.area([rle for track in self.masks for rle in track])
@@ -87,6 +102,8 @@ class VideoInstances:
 
     def boxes(self) -> np.ndarray:
         """Boxes `[K, T, 4]` float64 as (x, y, w, h); zeros where the mask is empty."""
+        if self.mask_boxes is not None:
+            return self.mask_boxes.astype(np.float64)
         if not self.masks:
             return np.zeros((0, self.num_frames, 4), dtype=np.float64)
         flat = masks.bbox([rle for track in self.masks for rle in track])

@@ -12,7 +12,10 @@
 4. The top-k (video query, class) pairs by class probability are kept.
 5. Masks are made `mask_chunk_frames` frames at a time: mask logits, upsampled to the
    padded input, cropped to the resized frame, scored by their mean foreground
-   probability, resized to the original size, thresholded at 0 and RLE-encoded.
+   probability, resized to the original size, thresholded at 0 and RLE-encoded. The last
+   three steps compute only the pixels near the masks' borders
+   (`vis_core.inference.mask_upsampling`, the same RLE as doing them on every pixel), and
+   the masks' areas and boxes are kept from there.
 
 Frames come from a `FrameSource`: a callable returning a fresh iterator of RGB frames
 `[H, W, 3]` uint8 at the original size (called twice on long videos), or a re-iterable such
@@ -34,7 +37,6 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from vis_core import masks
 from vis_core.inference.frames import (
     FramePreparer,
     FrameSource,
@@ -42,6 +44,7 @@ from vis_core.inference.frames import (
     InputGeometry,
 )
 from vis_core.inference.instances import VideoInstances
+from vis_core.inference.mask_upsampling import upsampled_masks
 from vis_core.masks import RLE
 from vis_core.modeling.config import InferenceConfig
 from vis_core.modeling.vita import frame_foreground_probability
@@ -53,12 +56,25 @@ SCORE_EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
+class ScoredLogits:
+    """Mask logits of k instances over t frames at the resized input size, scored.
+
+    logits `[k, t, h_r, w_r]` float32: upsampled from stride 4 to the padded input and
+    cropped to the resized frame; soft_sum `[k, t]`: sum of sigmoid probabilities over the
+    foreground pixels (sigmoid > 0.5) there; hard_count `[k, t]`: the number of those pixels.
+    """
+
+    logits: Tensor
+    soft_sum: Tensor
+    hard_count: Tensor
+
+
+@dataclass(frozen=True)
 class MaskChunk:
     """Masks of k instances over t frames, from their stride-4 logits.
 
-    soft_sum `[k, t]`: sum of sigmoid probabilities over the foreground pixels (sigmoid >
-    0.5) at the resized input size; hard_count `[k, t]`: the number of those pixels; masks
-    `[k, t, H, W]` bool numpy at the original size.
+    soft_sum, hard_count `[k, t]` as in `ScoredLogits`; masks `[k, t, H, W]` bool numpy at
+    the original size.
     """
 
     soft_sum: Tensor
@@ -77,11 +93,11 @@ def inference_autocast(
     return torch.autocast(device.type, dtype=dtype)
 
 
-def masks_from_logits(logits: Tensor, geometry: InputGeometry) -> MaskChunk:
-    """Stride-4 mask logits `[k, t, h, w]` of the padded input -> `MaskChunk`.
+def scored_logits(logits: Tensor, geometry: InputGeometry) -> ScoredLogits:
+    """Stride-4 mask logits `[k, t, h, w]` of the padded input -> `ScoredLogits`.
 
     Bilinear (align_corners=False) to the padded input size, crop to the resized frame,
-    score there, then bilinear to the original size and threshold the logits at 0.
+    score there.
     """
     padded = F.interpolate(
         logits.float(),
@@ -94,18 +110,23 @@ def masks_from_logits(logits: Tensor, geometry: InputGeometry) -> MaskChunk:
     hard = soft > 0.5
     soft_sum = (soft * hard).flatten(2).sum(-1)
     hard_count = hard.flatten(2).sum(-1).float()
-    del padded, soft, hard
+    return ScoredLogits(logits=cropped, soft_sum=soft_sum, hard_count=hard_count)
+
+
+def masks_from_logits(logits: Tensor, geometry: InputGeometry) -> MaskChunk:
+    """Stride-4 mask logits `[k, t, h, w]` of the padded input -> dense `MaskChunk`.
+
+    `scored_logits`, then bilinear to the original size and threshold the logits at 0.
+    """
+    scored = scored_logits(logits, geometry)
     original = F.interpolate(
-        cropped, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False
+        scored.logits, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False
     )
-    return MaskChunk(soft_sum=soft_sum, hard_count=hard_count, masks=(original > 0).cpu().numpy())
-
-
-def encode_tracks(chunk_masks: np.ndarray) -> list[list[RLE]]:
-    """Masks `[k, t, H, W]` -> k lists of t compressed RLE dicts (one pycocotools call)."""
-    count, frames = chunk_masks.shape[:2]
-    flat = masks.encode(chunk_masks.reshape(count * frames, *chunk_masks.shape[2:]))
-    return [flat[index * frames : (index + 1) * frames] for index in range(count)]
+    return MaskChunk(
+        soft_sum=scored.soft_sum,
+        hard_count=scored.hard_count,
+        masks=(original > 0).cpu().numpy(),
+    )
 
 
 @dataclass(frozen=True)
@@ -253,17 +274,27 @@ class VideoSegmenter:
         soft_sum = torch.zeros(count, device=self.device)
         hard_count = torch.zeros(count, device=self.device)
         tracks: list[list[RLE]] = [[] for _ in range(count)]
+        areas: list[np.ndarray] = []  # [k, t] per chunk
+        boxes: list[np.ndarray] = []  # [k, t, 4] per chunk
         step = self.config.mask_chunk_frames
         for features in feature_chunks:
             for start in range(0, features.shape[0], step):
                 logits = self.model.vita.video_mask_logits(
                     selection.mask_embed, features[start : start + step]
                 )  # [k, t, h, w]
-                chunk = masks_from_logits(logits, geometry)
-                soft_sum += chunk.soft_sum.sum(1)
-                hard_count += chunk.hard_count.sum(1)
-                for track, rles in zip(tracks, encode_tracks(chunk.masks), strict=True):
-                    track.extend(rles)
+                scored = scored_logits(logits, geometry)
+                soft_sum += scored.soft_sum.sum(1)
+                hard_count += scored.hard_count.sum(1)
+                frames = logits.shape[1]
+                encoded = upsampled_masks(
+                    scored.logits.flatten(0, 1), geometry.height, geometry.width
+                )  # k * t masks, instance-major
+                rles = encoded.rles()
+                for index, track in enumerate(tracks):
+                    track.extend(rles[index * frames : (index + 1) * frames])
+                areas.append(encoded.areas.reshape(count, frames))
+                boxes.append(encoded.boxes.reshape(count, frames, 4))
+                del logits, scored
         scores = selection.class_scores * soft_sum / (hard_count + SCORE_EPSILON)
         return VideoInstances(
             num_frames=num_frames,
@@ -272,6 +303,8 @@ class VideoSegmenter:
             scores=scores.float().cpu().numpy(),
             labels=selection.labels.cpu().numpy().astype(np.int64),
             masks=tuple(tuple(track) for track in tracks),
+            mask_areas=np.concatenate(areas, axis=1),
+            mask_boxes=np.concatenate(boxes, axis=1),
         )
 
 
