@@ -11,7 +11,6 @@ the outputs, and backward, on batches made beforehand.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -26,15 +25,9 @@ STEPS = 6
 
 def _earlier_preset() -> ModelConfig:
     """The small preset as shipped before the fixed-budget trials (stated in the README)."""
-    config = vita_small_synth()
-    return dataclasses.replace(
-        config,
-        pixel_decoder=dataclasses.replace(config.pixel_decoder, kind="msdeform"),
-        frame_decoder=dataclasses.replace(
-            config.frame_decoder, attention_strides=(32, 16, 8), mask_piloting=False
-        ),
-        loss=dataclasses.replace(config.loss, dense_masks=False),
-    )
+    from benchmarks.convergence import baseline
+
+    return baseline(vita_small_synth())
 
 
 def measure(config: ModelConfig, train_uri: str) -> tuple[float, float]:

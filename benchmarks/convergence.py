@@ -40,58 +40,59 @@ def arm(function: Callable[[ModelConfig], ModelConfig]) -> Callable[[ModelConfig
     return function
 
 
-def _replace(config: ModelConfig, **parts: dict) -> ModelConfig:
-    changes = {
-        name: dataclasses.replace(getattr(config, name), **fields) for name, fields in parts.items()
-    }
-    return dataclasses.replace(config, **changes)
+def _options(
+    config: ModelConfig,
+    pixel_decoder: str = "fpn",
+    strides: tuple[int, int, int] = (32, 16, 8),
+    piloting: bool = False,
+    dense: bool = False,
+) -> ModelConfig:
+    """`config` with the four options the trials compare set explicitly (whatever the
+    preset's own choices), so every arm stays reproducible when the preset changes."""
+    return dataclasses.replace(
+        config,
+        pixel_decoder=dataclasses.replace(config.pixel_decoder, kind=pixel_decoder),
+        frame_decoder=dataclasses.replace(
+            config.frame_decoder, attention_strides=strides, mask_piloting=piloting
+        ),
+        loss=dataclasses.replace(config.loss, dense_masks=dense),
+    )
 
 
 @arm
 def baseline(config: ModelConfig) -> ModelConfig:
-    """The shipped architecture: deformable pixel decoder, queries read strides 32/16/8."""
-    return _replace(config, pixel_decoder={"kind": "msdeform"})
+    """The earlier preset: deformable pixel decoder, queries at strides 32/16/8, points."""
+    return _options(config, pixel_decoder="msdeform")
 
 
 @arm
 def fpn(config: ModelConfig) -> ModelConfig:
     """An FPN pixel decoder instead of the deformable encoder."""
-    return _replace(config, pixel_decoder={"kind": "fpn"})
+    return _options(config)
 
 
 @arm
 def fpn_s4(config: ModelConfig) -> ModelConfig:
     """FPN, and the decoder's masked attention reads strides 16/8/4 (small objects)."""
-    return _replace(
-        config, pixel_decoder={"kind": "fpn"}, frame_decoder={"attention_strides": (16, 8, 4)}
-    )
+    return _options(config, strides=(16, 8, 4))
 
 
 @arm
 def fpn_s4_mp(config: ModelConfig) -> ModelConfig:
     """fpn_s4 with mask-piloted training (MP-Former: one group, label noise 0.2)."""
-    return _replace(
-        config,
-        pixel_decoder={"kind": "fpn"},
-        frame_decoder={"attention_strides": (16, 8, 4), "mask_piloting": True},
-    )
+    return _options(config, strides=(16, 8, 4), piloting=True)
 
 
 @arm
 def fpn_s4_mp_dense(config: ModelConfig) -> ModelConfig:
-    """fpn_s4_mp with dense matching and mask losses on the stride-4 grid."""
-    return _replace(
-        config,
-        pixel_decoder={"kind": "fpn"},
-        frame_decoder={"attention_strides": (16, 8, 4), "mask_piloting": True},
-        loss={"dense_masks": True},
-    )
+    """fpn_s4_mp with dense matching and mask losses on the stride-4 grid (the preset)."""
+    return _options(config, strides=(16, 8, 4), piloting=True, dense=True)
 
 
 @arm
-def fpn_mp(config: ModelConfig) -> ModelConfig:
-    """FPN with mask-piloted training, queries at the official strides 32/16/8."""
-    return _replace(config, pixel_decoder={"kind": "fpn"}, frame_decoder={"mask_piloting": True})
+def fpn_mp_dense(config: ModelConfig) -> ModelConfig:
+    """FPN, mask piloting and dense losses, queries at the official strides 32/16/8."""
+    return _options(config, piloting=True, dense=True)
 
 
 def train_arm(args: argparse.Namespace) -> dict:

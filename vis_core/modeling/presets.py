@@ -49,11 +49,20 @@ def vita_small_synth() -> ModelConfig:
             norm="group_norm",
             group_norm_groups=8,
         ),
+        # The fixed-budget trials' winner (README, Training): an FPN pixel decoder, masked
+        # attention down to stride 4, mask-piloted training, dense stride-4 mask losses.
         pixel_decoder=PixelDecoderConfig(
-            conv_dim=64, mask_dim=64, heads=4, ffn_dim=256, encoder_layers=2, group_norm_groups=16
+            kind="fpn", conv_dim=64, mask_dim=64, group_norm_groups=16
         ),
         frame_decoder=FrameDecoderConfig(
-            hidden_dim=64, heads=4, ffn_dim=256, layers=6, num_queries=16, vita_last_layers=3
+            hidden_dim=64,
+            heads=4,
+            ffn_dim=256,
+            layers=6,
+            num_queries=16,
+            vita_last_layers=3,
+            attention_strides=(16, 8, 4),
+            mask_piloting=True,
         ),
         vita=VitaConfig(
             hidden_dim=64,
@@ -66,8 +75,8 @@ def vita_small_synth() -> ModelConfig:
         ),
         input=InputConfig(min_size_test=240),
         inference=InferenceConfig(top_k=10, detector_chunk_frames=16, mask_chunk_frames=8),
-        # Stride-4 masks of a 320x240 frame have 4,800 pixels: fewer points suffice.
-        loss=LossConfig(num_points=2048),
+        # Stride-4 masks of a 320x240 frame have 4,800 cells: score them all.
+        loss=LossConfig(num_points=2048, dense_masks=True),
     )
 
 
