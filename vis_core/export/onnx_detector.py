@@ -129,7 +129,10 @@ def use_onnx_detector(
     When `model_digest` is given, the file must be a vis export of that model (its
     `vis.model_digest` metadata), else `OnnxModelMismatchError`.
     """
-    detector = OnnxFrameDetector(onnx_model, model.config.input)
+    try:
+        detector = OnnxFrameDetector(onnx_model, model.config.input)
+    except Exception as error:  # ONNX Runtime raises bare Exception subclasses (InvalidProtobuf)
+        raise OnnxModelMismatchError(f"not a readable ONNX file: {error}") from None
     if detector.metadata.get(META_FORMAT) != EXPORT_FORMAT:
         raise OnnxModelMismatchError(
             f"not a vis detector export ({EXPORT_FORMAT}); write one with vis export-model"

@@ -21,6 +21,7 @@ Dimension letters: N frames, Q frame queries, K classes, C channels, H x W the p
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import tempfile
@@ -103,7 +104,7 @@ def export_detector_onnx(
     settings: OnnxExportSettings | None = None,
     model_digest: str = "",
 ) -> OnnxExport:
-    """Export `model.detector` (on the CPU, in eval mode) to an ONNX file at `uri` (a path
+    """Export `model.detector` (a CPU copy, in eval mode) to an ONNX file at `uri` (a path
     or fsspec URI). `model_digest` (see `onnx_cache.model_digest`) is recorded in the
     graph's metadata so a runtime can tell which model the file belongs to."""
     settings = settings or OnnxExportSettings()
@@ -111,7 +112,9 @@ def export_detector_onnx(
     detector = model.detector
     if not isinstance(detector, FrameDetector):
         raise TypeError(f"only a PyTorch FrameDetector exports, got {type(detector).__name__}")
-    graph = DetectorGraph(detector).cpu().eval()
+    if any(parameter.device.type != "cpu" for parameter in detector.parameters()):
+        detector = copy.deepcopy(detector).cpu()  # the caller's model stays where it is
+    graph = DetectorGraph(detector).eval()
     divisor = detector.size_divisibility
     # An example of 2 frames, 8 x 10 size units: no dimension is 0 or 1 (torch.export
     # would specialise those).
@@ -178,4 +181,3 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for each, level in zip(loggers, levels, strict=True):
             each.setLevel(level)
-
