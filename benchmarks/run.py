@@ -13,7 +13,7 @@ import time
 
 import torch
 
-TOPICS = ("eval", "decode", "synth", "model", "long_video", "corpus")
+TOPICS = ("eval", "decode", "synth", "model", "backends", "long_video", "corpus")
 
 
 def main(argv: list[str] | None = None) -> None:
