@@ -33,8 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from vis_core.export.onnx_cache import model_digest
     from vis_core.export.onnx_export import OnnxExportSettings, export_detector_onnx
     from workflows.model_source import load_model_spec
@@ -52,9 +50,8 @@ def run(args: argparse.Namespace) -> int:
         f"opset {settings.opset}, {export.seconds:.0f} s)"
     )
     if not args.no_check:
-        with torch.inference_mode():
-            for line in check_lines(model, export.uri):
-                print(line)
+        for line in check_lines(model, export.uri):
+            print(line)
     return 0
 
 
@@ -72,7 +69,8 @@ def check_lines(model, onnx_uri: str) -> list[str]:
     lines = []
     for frames, height, width in _CHECK_SIZES:
         images = torch.randn(frames, 3, height, width, generator=generator)
-        expected, actual = model.detector(images), runtime(images)
+        with torch.inference_mode():
+            expected, actual = model.detector(images), runtime(images)
         errors = ", ".join(
             f"{name} {float((getattr(expected, name) - getattr(actual, name)).abs().max()):.1e}"
             for name in OUTPUT_NAMES

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         backend = detector_backend.backend_from_args(args)
         model = load_model_spec(args.model, device=device, tracking_uri=args.tracking_uri)
-        model = apply_detector_backend(model, backend)
         dataset = YtvisDataset.load(args.data)
+        model = apply_detector_backend(model, backend)
     except (FileNotFoundError, ValueError) as error:
         print(f"vis segment: error: {error}", file=sys.stderr)
         return 2

@@ -139,6 +139,18 @@ def test_fpn_pixel_decoder_exports_through_the_cli(frames, tmp_path, capsys):
         assert_within_tolerance(max_errors(model, onnx_model, prepared(model, sample)))
 
 
+def test_export_model_check_compares_two_sizes(shipped):
+    from jobs.export_model import check_lines
+
+    model, _ = shipped
+    lines = check_lines(model, str(cached_detector_onnx(model)))
+    assert [line.split(":")[0] for line in lines] == [
+        "check 2x3x256x320",
+        "check 1x3x192x416",
+    ]
+    assert all("pred_logits" in line for line in lines)
+
+
 def test_an_export_of_another_model_is_refused(shipped, tmp_path):
     model, _ = shipped
     onnx = cached_detector_onnx(model)  # cached: no second export
