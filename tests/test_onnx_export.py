@@ -14,7 +14,7 @@ Tolerances, max |ONNX Runtime - PyTorch| (float32, one thread):
   FPN model) observed <= 5e-4 on every output.
 Segmentation results agree to 1e-4 in score (test_onnx_detector_drops_into_the_segmenter).
 
-Each export takes 30 to 90 s on a CPU (torch.export's symbolic shape tracing); the shipped
+Each export takes 50 to 130 s on a busy 2-core CPU (torch.export's symbolic shapes); the shipped
 model's export is cached in the session's cache folder and shared with
 test_segment_onnx.py.
 """
