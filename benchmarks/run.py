@@ -13,7 +13,17 @@ import time
 
 import torch
 
-TOPICS = ("eval", "decode", "synth", "model", "training", "long_video", "corpus", "masks")
+TOPICS = (
+    "eval",
+    "decode",
+    "synth",
+    "model",
+    "backends",
+    "training",
+    "long_video",
+    "corpus",
+    "masks",
+)
 
 
 def main(argv: list[str] | None = None) -> None:

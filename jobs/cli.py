@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "jobs.segment",
     "jobs.process",
     "jobs.export",
+    "jobs.export_model",
     "jobs.render",
 )
 

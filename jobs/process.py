@@ -12,6 +12,8 @@ import argparse
 import logging
 import sys
 
+from jobs import detector_backend
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -49,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the local store)")
     parser.add_argument("--no-tracking", action="store_true", help="do not record in MLflow")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    detector_backend.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         # Before Ray starts, so a local cluster's workers inherit it (on a remote cluster,
         # set it in the runtime_env env_vars of the job).
         os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+    try:
+        backend = detector_backend.backend_from_args(args)
+    except ValueError as error:
+        print(f"vis process: error: {error}", file=sys.stderr)
+        return 2
     limits = DecodeLimits()
     if args.max_frames is not None:
         limits = dataclasses.replace(limits, max_frames=args.max_frames)
@@ -80,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         track=not args.no_tracking,
         tracking_uri=args.tracking_uri,
         progress=not args.quiet,
+        detector_backend=backend,
     )
     try:
         summary = run_corpus_job(config)

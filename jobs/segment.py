@@ -10,6 +10,8 @@ import argparse
 import sys
 import time
 
+from jobs import detector_backend
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda if present)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ names")
+    detector_backend.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vis_core.data.ytvis import YtvisDataset
+    from vis_core.export.backend import apply_detector_backend
     from vis_core.inference.dataset import segment_dataset
     from vis_core.inference.per_frame import PerFrameSegmenter
     from vis_core.inference.segmenter import VideoSegmenter
@@ -42,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     try:
+        backend = detector_backend.backend_from_args(args)
         model = load_model_spec(args.model, device=device, tracking_uri=args.tracking_uri)
         dataset = YtvisDataset.load(args.data)
+        model = apply_detector_backend(model, backend)
     except (FileNotFoundError, ValueError) as error:
         print(f"vis segment: error: {error}", file=sys.stderr)
         return 2
@@ -66,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         json.dump(results, file)
     print(
         f"{len(results)} instances from {len(dataset)} videos ({frames} frames, "
-        f"{frames / seconds:.1f} frames/s, {args.method}) -> {args.out}"
+        f"{frames / seconds:.1f} frames/s, {args.method}, {args.backend}) -> {args.out}"
     )
     return 0

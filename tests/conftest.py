@@ -21,6 +21,8 @@ def _temporary_data_folder(tmp_path_factory: pytest.TempPathFactory):
     """Nothing a test runs writes to the user's data folder."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIS_HOME", str(tmp_path_factory.mktemp("vis_home")))
+        # The cache too (ONNX exports, downloads), shared by the tests of a session.
+        patch.setenv("VIS_CACHE", str(tmp_path_factory.mktemp("vis_cache")))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         yield
 

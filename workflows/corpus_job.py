@@ -36,6 +36,7 @@ from typing import Any
 
 from vis_core.corpus.listing import CorpusVideo, list_corpus
 from vis_core.corpus.process import ProcessOptions, process_video
+from vis_core.export.backend import DetectorBackend, apply_detector_backend, onnx_detector_bytes
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
 from vis_core.tables.commit import CommitResult, Replace, TableCommitter
 from vis_core.tables.rows import VideoRecord, failed_rows
@@ -59,6 +60,8 @@ class CorpusJobConfig:
     max_attempts: tries per video when its worker dies (a crash, a kill, out of memory).
     tracking_uri / experiment: where the job records itself in MLflow (None: the local
         default store); track=False records nothing.
+    detector_backend: what runs the detector (`vis_core.export.backend`); an ONNX graph is
+        read or exported once, on the driver, and shipped to the workers like the model.
     """
 
     input_uri: str
@@ -76,6 +79,7 @@ class CorpusJobConfig:
     tracking_uri: str | None = None
     experiment: str = "vis-process"
     progress: bool = True
+    detector_backend: DetectorBackend = field(default_factory=DetectorBackend)
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,10 @@ def run_corpus_job(
     outcomes: list[VideoOutcome] = []
     if todo:
         ensure_ray(config.ray_address)
-        pool = _WorkerPool(config, ray.put(model_bytes), options, job_id)
+        onnx_ref = None
+        if config.detector_backend.kind == "onnx":
+            onnx_ref = ray.put(onnx_detector_bytes(model, config.detector_backend))
+        pool = _WorkerPool(config, ray.put(model_bytes), options, job_id, onnx_ref)
         progress = JobProgress(len(todo), enabled=config.progress)
         try:
             for outcome in pool.run(todo, committer):
@@ -238,6 +245,7 @@ class SegmentWorker:
         threads: int,
         job_id: str,
         replace: Replace,
+        onnx_bytes: bytes | None = None,
     ):
         import os
 
@@ -249,6 +257,8 @@ class SegmentWorker:
         device = torch.device("cuda" if use_gpu else "cpu")
         dtype = torch.bfloat16 if use_gpu else torch.float32
         model = model_from_bytes(model_bytes, options.model, device)
+        if onnx_bytes is not None:  # the detector's ONNX graph, run by ONNX Runtime
+            model = apply_detector_backend(model, DetectorBackend("onnx"), onnx_bytes)
         self.segmenter = VideoSegmenter(model, device=device, dtype=dtype)
         self.options = dataclasses.replace(options, decode_threads=max(1, threads))
         self.committer = TableCommitter(output_uri, options.run_id, job_id=job_id)
@@ -285,13 +295,19 @@ class _WorkerPool:
     """A fixed pool of `SegmentWorker` actors fed with bounded in-flight work."""
 
     def __init__(
-        self, config: CorpusJobConfig, model_ref: Any, options: ProcessOptions, job_id: str
+        self,
+        config: CorpusJobConfig,
+        model_ref: Any,
+        options: ProcessOptions,
+        job_id: str,
+        onnx_ref: Any = None,
     ):
         import ray
 
         self.config = config
         self.options = options
         self.model_ref = model_ref  # held: a restarted worker reads the model from it
+        self.onnx_ref = onnx_ref
         resources = ray.cluster_resources()
         if config.use_gpu:
             cpus = config.cpus_per_worker or 1
@@ -316,6 +332,7 @@ class _WorkerPool:
                 cpus,
                 job_id,
                 _replace(config),
+                onnx_ref,
             )
             for _ in range(count)
         ]
@@ -398,6 +415,7 @@ def _record(config: CorpusJobConfig, summary: CorpusJobSummary) -> str | None:
                 "model": summary.model,
                 "run_id": summary.run_id,
                 "use_gpu": config.use_gpu,
+                "detector_backend": config.detector_backend.kind,
                 "retry_failed": config.retry_failed,
                 "limits": config.limits,
             },
