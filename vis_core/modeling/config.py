@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
+
+from vis_core.modeling.head_config import QueryTrackConfig
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class ModelConfig:
     input: InputConfig = field(default_factory=InputConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # Online temporal heads beside VITA (`head_config.py`); None: the model has none.
+    querytrack: QueryTrackConfig | None = None
 
     def __post_init__(self) -> None:
         if self.class_names and len(self.class_names) != self.num_classes:
@@ -174,10 +178,18 @@ def _build(cls: type, data: Mapping[str, Any]) -> Any:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     values = {}
     for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        hint = _optional_dataclass(hints[name])
+        if value is not None and dataclasses.is_dataclass(hint):
             value = _build(hint, value)
         elif isinstance(value, list):
             value = tuple(value)
         values[name] = value
     return cls(**values)
+
+
+def _optional_dataclass(hint: Any) -> Any:
+    """`X | None` -> X when X is a dataclass (an optional head's config), else `hint`."""
+    options = [arg for arg in get_args(hint) if arg is not type(None)]
+    if len(options) == 1 and dataclasses.is_dataclass(options[0]):
+        return options[0]
+    return hint

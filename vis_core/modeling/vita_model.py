@@ -1,7 +1,9 @@
-"""The whole model of a preset: the frame detector and VITA over its frame queries.
+"""The whole model of a preset: the frame detector, VITA over its frame queries, and the
+online temporal heads the config asks for (`ModelConfig.querytrack`).
 
 Dimension letters: B clips, T frames per clip, Q frame queries, cQ video queries,
-C channels, K classes, L frame-decoder layers fed to VITA, h x w = H/4 x W/4.
+C channels, K classes, L frame-decoder layers fed to VITA, E track-embedding channels,
+h x w = H/4 x W/4.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import Tensor, nn
 from vis_core.modeling.config import ModelConfig
 from vis_core.modeling.frame_detector import FrameDetections, FrameDetector
 from vis_core.modeling.mask_pilot import MaskPilot
+from vis_core.modeling.querytrack import QueryTrackHead
 from vis_core.modeling.vita import Vita, VitaOutput, frame_foreground_probability
 
 
@@ -24,15 +27,19 @@ class ClipPrediction:
     video: VITA's output over each clip's frame queries.
     mask_features `[B, T, C, h, w]`: VITA's projected mask features, for the mask logits
     (`Vita.clip_mask_logits(video.pred_mask_embed, mask_features)` -> `[L, B, cQ, T, h, w]`).
+    track_embed `[B, T, Q, E]`: the QueryTrack head's embeddings of the last layer's frame
+    queries, or None when the model has no such head.
     """
 
     frames: FrameDetections
     video: VitaOutput
     mask_features: Tensor
+    track_embed: Tensor | None = None
 
 
 class VitaModel(nn.Module):
-    """`detector` (backbone, pixel decoder, frame decoder) and `vita`."""
+    """`detector` (backbone, pixel decoder, frame decoder), `vita`, and `querytrack` when
+    the config has that head (old model files, without it, load unchanged)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -46,6 +53,9 @@ class VitaModel(nn.Module):
             mask_in_channels=config.pixel_decoder.conv_dim,
             mask_dim=config.pixel_decoder.mask_dim,
         )
+        self.querytrack: QueryTrackHead | None = None
+        if config.querytrack is not None:
+            self.querytrack = QueryTrackHead(config.querytrack, config.frame_decoder.hidden_dim)
 
     def forward(self, images: Tensor, pilot: MaskPilot | None = None) -> ClipPrediction:
         """images: normalised, padded clips `[B, T, 3, H, W]`; pilot: the B*T frames'
@@ -62,8 +72,12 @@ class VitaModel(nn.Module):
             foreground = probability.unflatten(0, (batch, frames)).expand(layers, -1, -1, -1)
         video = self.vita(frame_queries, frame_fg_prob=foreground)
         mask_features = self.vita.project_mask_features(detections.clip_mask_features)
+        track_embed = None
+        if self.querytrack is not None:
+            track_embed = self.querytrack(frame_queries[-1])  # [B, T, Q, E]
         return ClipPrediction(
             frames=detections,
             video=video,
             mask_features=mask_features.unflatten(0, (batch, frames)),
+            track_embed=track_embed,
         )

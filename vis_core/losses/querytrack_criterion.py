@@ -1,0 +1,181 @@
+"""QueryTrack's contrastive track loss (reference 1.3, Eq. 5-7), with the frame losses when
+the detector trains too.
+
+The frame matcher assigns each frame's ground-truth instances to queries (the final
+prediction, whose frame queries the head embeds). For each ordered pair of frames (key,
+reference) of a clip, a key frame's matched query i, of ground-truth identity g, is scored
+against the reference frame's matched queries, one per identity present there:
+
+    logits = [0, e_i . e_1, ..., e_i . e_Kr]     (the fixed 0 is "matches nobody")
+    p = softmax(logits); the positive entry is g's, or entry 0 when g is absent
+    loss_i = sum over entries n of -alpha_t (1 - p*_n)^gamma log p*_n,
+             p*_n = p_n on the positive entry, 1 - p_n elsewhere,
+             alpha_t = focal_alpha on the positive entry, 1 - focal_alpha elsewhere.
+
+No temperature and no normalisation: raw dot products, as the paper. Gradients reach both
+sides. `loss_track` is the mean over every (key instance, reference frame) term of the
+batch; with 2-frame clips every clip is scored key -> reference and reference -> key.
+With `frozen_detector=False` the frame detector's own terms (`loss_ce`, ...) are added.
+
+Dimension letters: B clips, T frames, Q frame queries, E embedding channels, M matched
+key instances, R reference identities.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from vis_core.data.targets import ClipTargets, FrameTargets
+from vis_core.losses.criterion import Losses
+from vis_core.losses.frame_criterion import FrameCriterion
+from vis_core.losses.mask_losses import downsample_targets
+from vis_core.losses.matcher import Matching
+from vis_core.modeling.config import LossConfig, ModelConfig
+from vis_core.modeling.frame_decoder import FramePrediction
+from vis_core.modeling.head_config import QueryTrackConfig
+from vis_core.modeling.vita_model import ClipPrediction
+
+_AUX_SUFFIX = re.compile(r"_\d+$")
+
+
+def softmax_focal_loss(logits: Tensor, positive: Tensor, alpha: float, gamma: float) -> Tensor:
+    """Focal loss on every entry of a softmax: logits `[M, N]`, positive `[M]` int64 (the
+    positive entry of each row) -> `[M]`, summed over the N entries (module docstring)."""
+    entries = logits.shape[1]
+    log_p = logits.log_softmax(dim=1)
+    # log(1 - p_n) = log(sum of the other entries' exp) - log(sum of all): exact near p = 1.
+    own = torch.eye(entries, dtype=torch.bool, device=logits.device)
+    others = logits[:, None, :].masked_fill(own, float("-inf"))  # [M, N, N]
+    log_not_p = others.logsumexp(dim=2) - logits.logsumexp(dim=1, keepdim=True)
+    is_positive = F.one_hot(positive, entries).bool()
+    log_p_star = torch.where(is_positive, log_p, log_not_p)
+    alpha_t = torch.where(is_positive, alpha, 1.0 - alpha)
+    loss = -alpha_t * (1.0 - log_p_star.exp()).pow(gamma) * log_p_star
+    return loss.sum(dim=1)
+
+
+def track_loss(
+    track_embed: Tensor,
+    frame_targets: Sequence[FrameTargets],
+    matchings: Sequence[Matching],
+    alpha: float,
+    gamma: float,
+) -> Tensor:
+    """`loss_track` (module docstring). track_embed `[B, T, Q, E]`; frame_targets and
+    matchings: one per frame, clip-major (frame `b * T + t`)."""
+    batch, frames = track_embed.shape[:2]
+    embed = track_embed.float()
+    terms: list[Tensor] = []
+    for clip in range(batch):
+        matched = [
+            _matched(embed[clip, t], frame_targets[clip * frames + t], matchings[clip * frames + t])
+            for t in range(frames)
+        ]
+        for key in range(frames):
+            key_embed, key_ids = matched[key]
+            for ref in range(frames):
+                ref_embed, ref_ids = matched[ref]
+                if ref == key or len(key_ids) == 0 or len(ref_ids) == 0:
+                    continue  # no reference entry: only "nobody" is left, a zero loss
+                similarity = key_embed @ ref_embed.T  # [M, R]
+                logits = F.pad(similarity, (1, 0))  # [M, 1 + R]: entry 0 is "nobody"
+                same = key_ids[:, None] == ref_ids[None, :]
+                positive = torch.where(same.any(dim=1), same.int().argmax(dim=1) + 1, 0)
+                terms.append(softmax_focal_loss(logits, positive, alpha, gamma))
+    if not terms:
+        return track_embed.sum() * 0.0  # nothing to contrast: a zero that keeps the graph
+    return torch.cat(terms).mean()
+
+
+def _matched(embed: Tensor, targets: FrameTargets, matching: Matching) -> tuple[Tensor, Tensor]:
+    """One frame: embeddings `[M, E]` of the matched queries and their identities `[M]`."""
+    query = matching.prediction_index.to(embed.device)
+    ids = targets.track_ids[matching.target_index.to(targets.track_ids.device)]
+    return embed[query], ids.to(embed.device)
+
+
+class QueryTrackCriterion(nn.Module):
+    """`loss_track` of a `ClipPrediction` with `track_embed` against B clips' targets, plus
+    the frame losses unless the detector is frozen."""
+
+    def __init__(
+        self,
+        config: LossConfig,
+        head: QueryTrackConfig,
+        num_classes: int,
+        vita_last_layers: int,
+        *,
+        frozen_detector: bool = False,
+    ):
+        super().__init__()
+        self.config = config
+        self.head = head
+        self.frozen_detector = frozen_detector
+        self.frame = FrameCriterion(config, num_classes, vita_last_layers)
+        self._frame_weights = {
+            "loss_ce": config.class_weight,
+            "loss_mask": config.mask_weight,
+            "loss_dice": config.dice_weight,
+        }
+
+    @classmethod
+    def for_model(
+        cls, config: ModelConfig, *, frozen_detector: bool = False
+    ) -> QueryTrackCriterion:
+        if config.querytrack is None:
+            raise ValueError(f"model config {config.name} has no QueryTrack head")
+        return cls(
+            config.loss,
+            config.querytrack,
+            config.num_classes,
+            config.frame_decoder.vita_last_layers,
+            frozen_detector=frozen_detector,
+        )
+
+    def weight_of(self, name: str) -> float:
+        """The weight of a term (`loss_ce_3` and `loss_pilot_ce` weigh as `loss_ce`)."""
+        if name == "loss_track":
+            return self.head.loss_weight
+        base = _AUX_SUFFIX.sub("", name).replace("loss_pilot_", "loss_")
+        if base not in self._frame_weights:
+            raise KeyError(f"unknown loss term {name!r}")
+        return self._frame_weights[base]
+
+    def forward(self, prediction: ClipPrediction, targets: Sequence[ClipTargets]) -> Losses:
+        """prediction: the model's output on B clips of T frames (training mode).
+        targets: one `ClipTargets` per clip, masks at the padded input size."""
+        if prediction.track_embed is None:
+            raise ValueError("the prediction has no track embeddings: the model has no head")
+        detections = prediction.frames
+        batch, frames = prediction.track_embed.shape[:2]
+        if len(targets) != batch:
+            raise ValueError(f"{len(targets)} clip targets for B={batch} clips")
+        device = prediction.track_embed.device
+        clips = [target.to(device) for target in targets]
+        if self.config.dense_masks:  # targets once at the predicted masks' resolution
+            size = tuple(detections.pred_masks.shape[-2:])
+            clips = [
+                ClipTargets(clip.labels, downsample_targets(clip.masks, size), clip.track_ids)
+                for clip in clips
+            ]
+        frame_targets = [clip.frame(t) for clip in clips for t in range(frames)]
+        if self.frozen_detector:
+            final = FramePrediction(detections.pred_logits, detections.pred_masks)
+            matchings = self.frame.matcher(final, frame_targets)
+            terms: dict[str, Tensor] = {}
+        else:
+            output = self.frame(detections, frame_targets)
+            matchings, terms = list(output.vita_matchings[-1]), dict(output.terms)
+        terms["loss_track"] = track_loss(
+            prediction.track_embed,
+            frame_targets,
+            matchings,
+            self.head.focal_alpha,
+            self.head.focal_gamma,
+        )
+        return Losses(terms=terms, weights={name: self.weight_of(name) for name in terms})

@@ -1,0 +1,111 @@
+"""The ways of turning per-frame detections into video instances: `--method` picks one.
+
+The single registry behind `vis segment --method`, `vis train --method` and training
+validation. Each method names how to build its segmenter for a model, and, when it can be
+trained, its criterion, the head it adds to a model config (an online head is an optional
+`ModelConfig` field, so the model file carries its weights) and its training clip length.
+
+- `vita` (the method of record): VITA over all frame queries, offline (`VideoSegmenter`).
+- `per-frame`: the detector per frame, linked by greedy mask IoU (`PerFrameSegmenter`).
+- `querytrack`: QueryTrack-style contrastive embeddings, online association with a
+  memory of live tracks (`OnlineSegmenter` with `QueryTrackTracker`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vis_core.inference.dataset import Segmenter
+from vis_core.inference.online import OnlineSegmenter
+from vis_core.inference.per_frame import PerFrameSegmenter
+from vis_core.inference.querytrack_tracker import QueryTrackTracker
+from vis_core.inference.segmenter import VideoSegmenter
+from vis_core.losses.criterion import VitaCriterion
+from vis_core.losses.querytrack_criterion import QueryTrackCriterion
+from vis_core.modeling.config import ModelConfig
+from vis_core.modeling.head_config import QueryTrackConfig
+from vis_core.modeling.vita_model import VitaModel
+
+Device = torch.device | str | None
+SegmenterFactory = Callable[[VitaModel, Device, torch.dtype], Segmenter]
+CriterionFactory = Callable[[ModelConfig, bool], nn.Module]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method. segmenter(model, device, dtype); criterion(model_config,
+    frozen_detector), None when there is nothing to train; with_head(model_config): the
+    config with the method's head (unchanged when it has one or needs none);
+    clip_frames: the training clip length it is made for (None: the recipe's)."""
+
+    name: str
+    summary: str
+    segmenter: SegmenterFactory
+    criterion: CriterionFactory | None = None
+    with_head: Callable[[ModelConfig], ModelConfig] = lambda config: config
+    clip_frames: int | None = None
+
+
+def _vita_segmenter(model: VitaModel, device: Device, dtype: torch.dtype) -> Segmenter:
+    return VideoSegmenter(model, device=device, dtype=dtype)
+
+
+def _per_frame_segmenter(model: VitaModel, device: Device, dtype: torch.dtype) -> Segmenter:
+    return PerFrameSegmenter(model, device=device, dtype=dtype)
+
+
+def _querytrack_segmenter(model: VitaModel, device: Device, dtype: torch.dtype) -> Segmenter:
+    return OnlineSegmenter(model, QueryTrackTracker.for_model(model), device=device, dtype=dtype)
+
+
+def _with_querytrack(config: ModelConfig) -> ModelConfig:
+    if config.querytrack is not None:
+        return config
+    return dataclasses.replace(config, querytrack=QueryTrackConfig())
+
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method(
+            "vita",
+            "VITA over every frame's queries (offline)",
+            _vita_segmenter,
+            criterion=lambda config, frozen: VitaCriterion.for_model(
+                config, frozen_detector=frozen
+            ),
+        ),
+        Method("per-frame", "the detector per frame, greedy mask-IoU links", _per_frame_segmenter),
+        Method(
+            "querytrack",
+            "contrastive track embeddings, online association (QueryTrack)",
+            _querytrack_segmenter,
+            criterion=lambda config, frozen: QueryTrackCriterion.for_model(
+                config, frozen_detector=frozen
+            ),
+            with_head=_with_querytrack,
+            clip_frames=2,  # a key frame and a reference frame (reference 1.3)
+        ),
+    )
+}
+TRAINABLE_METHODS = tuple(name for name, method in METHODS.items() if method.criterion)
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}") from None
+
+
+def build_segmenter(
+    name: str, model: VitaModel, device: Device = None, dtype: torch.dtype = torch.float32
+) -> Segmenter:
+    """The segmenter of method `name` for `model` (a ValueError when the model lacks the
+    method's head)."""
+    return get_method(name).segmenter(model, device, dtype)

@@ -1,0 +1,69 @@
+"""Configuration of the online temporal heads that sit beside VITA on the frame detector.
+
+A head's config is an optional field of `ModelConfig` (`ModelConfig.querytrack`): a model
+file carries the head's architecture, loss and inference settings with its weights, and
+model files written before the head existed load with the field None.
+
+Values marked [default] are the reference's choices where the paper is silent
+(reference/temporal_heads.md sections 1.2 to 1.4 and 1.6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AssociationConfig:
+    """QueryTrack's online association rule (reference 1.4; `vis_core/inference/association.py`).
+
+    candidates: the top queries of a frame by confidence that may join or start a track.
+    match_threshold: a (candidate, track) pair may match only when its bi-softmax
+        similarity exceeds this [default 0.5, IDOL and QDTrack]; the product F only ranks.
+    class_gate: only candidates and tracks of the same class match (the paper's delta).
+    birth_score: an unmatched candidate above this confidence starts a track [default 0.2].
+    time_to_live: a track stays matchable while `frame - last_matched < time_to_live`
+        [default 10, IDOL's and QDTrack's `memo_tracklet_frames`].
+    momentum: the weight of the new embedding in the track's EMA [default 0.8].
+    min_matched_frames: tracks matched in fewer frames are not output [default 1: all].
+    """
+
+    candidates: int = 10
+    match_threshold: float = 0.5
+    class_gate: bool = True
+    birth_score: float = 0.2
+    time_to_live: int = 10
+    momentum: float = 0.8
+    min_matched_frames: int = 1
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1 or self.time_to_live < 1 or self.min_matched_frames < 1:
+            raise ValueError("candidates, time_to_live and min_matched_frames must be >= 1")
+        if not 0.0 < self.momentum <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1], got {self.momentum}")
+        if not 0.0 <= self.match_threshold < 1.0:
+            raise ValueError(f"match_threshold must be in [0, 1), got {self.match_threshold}")
+
+
+@dataclass(frozen=True)
+class QueryTrackConfig:
+    """The QueryTrack-style contrastive embedding head (reference section 1).
+
+    embed_dim: E, the track-embedding size; mlp_layers: the MLP over a frame query
+    (C -> C -> ... -> E, ReLU between) [default 3 layers, E = 256].
+    loss_weight, focal_alpha, focal_gamma: the contrastive focal loss (Eq. 5-7) [default
+    1.0, 0.25 on the positive entry, 2].
+    """
+
+    embed_dim: int = 256
+    mlp_layers: int = 3
+    loss_weight: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    association: AssociationConfig = field(default_factory=AssociationConfig)
+
+    def __post_init__(self) -> None:
+        if self.embed_dim < 1 or self.mlp_layers < 1:
+            raise ValueError("embed_dim and mlp_layers must be >= 1")
+        if not 0.0 <= self.focal_alpha <= 1.0:
+            raise ValueError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
