@@ -2,8 +2,8 @@
 
 For each frame of a chunk:
 1. candidates: the top `candidates` queries by confidence pi (largest non-object class
-   probability), each with its class, the tight box around its stride-4 mask (logit > 0)
-   and its track embedding from the model's `QueryTrackHead`;
+   probability) with pi >= `candidate_score`, each with its class, the tight box around
+   its stride-4 mask (logit > 0) and its track embedding from the model's `QueryTrackHead`;
 2. tracks unmatched for `time_to_live` frames are finished and leave the memory;
 3. the association rule (`association.py`) continues or starts tracks;
 4. each candidate that joined or started a track gives that track's mask in the frame:
@@ -78,13 +78,14 @@ class QueryTrackTracker:
         finished: list[TrackSummary] = []
         for offset in range(chunk.num_frames):
             frame = chunk.first_frame + offset
-            chosen = queries[offset]
+            sure = scores[offset] >= self.config.candidate_score
+            chosen = queries[offset][sure]
             candidate_masks = chunk.mask_logits[offset, chosen]  # [M, h, w]
             candidates = Candidates(
                 embeddings=embeddings[offset, chosen],
                 boxes=mask_to_box(candidate_masks > 0),
                 labels=confidence.labels[offset, chosen],
-                scores=scores[offset],
+                scores=scores[offset][sure],
             )
             memory, ended = expire(memory, frame, self.config.time_to_live)
             finished.extend(self._summaries(ended))

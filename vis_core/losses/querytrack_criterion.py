@@ -37,6 +37,7 @@ from vis_core.losses.mask_losses import downsample_targets
 from vis_core.losses.matcher import Matching
 from vis_core.modeling.config import LossConfig, ModelConfig
 from vis_core.modeling.frame_decoder import FramePrediction
+from vis_core.modeling.frame_detector import FrameDetections
 from vis_core.modeling.head_config import QueryTrackConfig
 from vis_core.modeling.vita_model import ClipPrediction
 
@@ -151,11 +152,33 @@ class QueryTrackCriterion(nn.Module):
         targets: one `ClipTargets` per clip, masks at the padded input size."""
         if prediction.track_embed is None:
             raise ValueError("the prediction has no track embeddings: the model has no head")
-        detections = prediction.frames
-        batch, frames = prediction.track_embed.shape[:2]
-        if len(targets) != batch:
-            raise ValueError(f"{len(targets)} clip targets for B={batch} clips")
-        device = prediction.track_embed.device
+        return self.losses(prediction.frames, prediction.track_embed, targets)
+
+    def losses(
+        self, detections: FrameDetections, track_embed: Tensor, targets: Sequence[ClipTargets]
+    ) -> Losses:
+        """The terms from what the head reads: the detector's output on the B*T frames
+        (clip-major) and their track embeddings `[B, T, Q, E]`."""
+        if len(targets) != track_embed.shape[0]:
+            raise ValueError(f"{len(targets)} clip targets for B={track_embed.shape[0]} clips")
+        frame_targets = self.frame_targets(detections, targets)
+        if self.frozen_detector:
+            matchings = self.match(detections, frame_targets)
+            terms: dict[str, Tensor] = {}
+        else:
+            output = self.frame(detections, frame_targets)
+            matchings, terms = list(output.vita_matchings[-1]), dict(output.terms)
+        terms["loss_track"] = track_loss(
+            track_embed, frame_targets, matchings, self.head.focal_alpha, self.head.focal_gamma
+        )
+        return Losses(terms=terms, weights={name: self.weight_of(name) for name in terms})
+
+    def frame_targets(
+        self, detections: FrameDetections, targets: Sequence[ClipTargets]
+    ) -> list[FrameTargets]:
+        """The B*T frames' visible instances (clip-major), on the predictions' device and,
+        with `dense_masks`, at the predicted masks' resolution."""
+        device = detections.pred_logits.device
         clips = [target.to(device) for target in targets]
         if self.config.dense_masks:  # targets once at the predicted masks' resolution
             size = tuple(detections.pred_masks.shape[-2:])
@@ -163,19 +186,12 @@ class QueryTrackCriterion(nn.Module):
                 ClipTargets(clip.labels, downsample_targets(clip.masks, size), clip.track_ids)
                 for clip in clips
             ]
-        frame_targets = [clip.frame(t) for clip in clips for t in range(frames)]
-        if self.frozen_detector:
-            final = FramePrediction(detections.pred_logits, detections.pred_masks)
-            matchings = self.frame.matcher(final, frame_targets)
-            terms: dict[str, Tensor] = {}
-        else:
-            output = self.frame(detections, frame_targets)
-            matchings, terms = list(output.vita_matchings[-1]), dict(output.terms)
-        terms["loss_track"] = track_loss(
-            prediction.track_embed,
-            frame_targets,
-            matchings,
-            self.head.focal_alpha,
-            self.head.focal_gamma,
-        )
-        return Losses(terms=terms, weights={name: self.weight_of(name) for name in terms})
+        return [clip.frame(t) for clip in clips for t in range(clip.num_frames)]
+
+    def match(
+        self, detections: FrameDetections, frame_targets: Sequence[FrameTargets]
+    ) -> list[Matching]:
+        """The final prediction's queries assigned to each frame's instances (the queries
+        the head embeds: `frame_queries[-1]`)."""
+        final = FramePrediction(detections.pred_logits, detections.pred_masks)
+        return self.frame.matcher(final, frame_targets)

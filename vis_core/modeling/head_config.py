@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 class AssociationConfig:
     """QueryTrack's online association rule (reference 1.4; `vis_core/inference/association.py`).
 
-    candidates: the top queries of a frame by confidence that may join or start a track.
+    candidates: the top queries of a frame by confidence that may join or start a track,
+        among those with a confidence of at least `candidate_score` [default 0.1, IDOL's
+        `INFERENCE_SELECT_THRES`]: the embeddings of unsure queries are never trained, and
+        in the bi-softmax they would draw similarity away from the true pairs.
     match_threshold: a (candidate, track) pair may match only when its bi-softmax
         similarity exceeds this [default 0.5, IDOL and QDTrack]; the product F only ranks.
     class_gate: only candidates and tracks of the same class match (the paper's delta).
@@ -29,6 +32,7 @@ class AssociationConfig:
     """
 
     candidates: int = 10
+    candidate_score: float = 0.1
     match_threshold: float = 0.5
     class_gate: bool = True
     birth_score: float = 0.2
