@@ -1,7 +1,9 @@
 """`vis segment`: segment every video of an annotation file into YouTube-VIS results.
 
-The results JSON goes to `vis eval`. `--method per-frame` runs the same detector with
-greedy mask-IoU linking instead of VITA, the heuristic baseline VITA is compared with.
+The results JSON goes to `vis eval`. `--method` picks how per-frame detections become
+video instances (the registry in `vis_core/methods.py`): `vita` (default), `per-frame`
+(greedy mask-IoU linking, the heuristic baseline), `querytrack` (online contrastive
+association; the model file must carry a QueryTrack head, see `vis train --method`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 import time
 
 from jobs import detector_backend
+from vis_core.methods import METHODS, build_segmenter
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", help="vis model file or models:/NAME/VERSION (default: the shipped model)"
     )
-    parser.add_argument("--method", choices=("vita", "per-frame"), default="vita")
+    parser.add_argument(
+        "--method",
+        choices=tuple(METHODS),
+        default="vita",
+        help="; ".join(f"{name}: {method.summary}" for name, method in METHODS.items()),
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda if present)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ names")
@@ -38,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     from vis_core.data.ytvis import YtvisDataset
     from vis_core.export.backend import apply_detector_backend
     from vis_core.inference.dataset import segment_dataset
-    from vis_core.inference.per_frame import PerFrameSegmenter
-    from vis_core.inference.segmenter import VideoSegmenter
     from vis_core.storage import open_fs
     from workflows.model_source import load_model_spec
 
@@ -50,13 +56,10 @@ def run(args: argparse.Namespace) -> int:
         model = load_model_spec(args.model, device=device, tracking_uri=args.tracking_uri)
         dataset = YtvisDataset.load(args.data)
         model = apply_detector_backend(model, backend)
+        segmenter = build_segmenter(args.method, model, device=device, dtype=dtype)
     except (FileNotFoundError, ValueError) as error:
         print(f"vis segment: error: {error}", file=sys.stderr)
         return 2
-    if args.method == "vita":
-        segmenter = VideoSegmenter(model, device=device, dtype=dtype)
-    else:
-        segmenter = PerFrameSegmenter(model, device=device, dtype=dtype)
     start = time.perf_counter()
     frames = sum(video.length for video in dataset.videos)
 

@@ -9,6 +9,11 @@ Also a Ray job entrypoint:
 
 Re-running with the same --storage and --name resumes the training from its latest
 checkpoint, in the same MLflow run.
+
+An online temporal head trains alone on a trained model's frozen detector, in clips of
+the frames the method wants (2 for QueryTrack); the model file written carries the
+detector, VITA and the head:
+    vis train --method querytrack --freeze-detector --init-model MODEL --train ... --steps 500
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from vis_core.methods import METHODS, TRAINABLE_METHODS
 from vis_core.modeling.presets import PRESETS
 
 if TYPE_CHECKING:
@@ -68,7 +74,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "backbone's features)",
     )
     parser.add_argument(
-        "--freeze-detector", action="store_true", help="train VITA only, detector frozen"
+        "--method",
+        choices=TRAINABLE_METHODS,
+        default="vita",
+        help="what trains: VITA, or an online head added to the model (default vita)",
+    )
+    parser.add_argument(
+        "--freeze-detector",
+        action="store_true",
+        help="train VITA (or the --method head) only, detector frozen",
     )
     parser.add_argument("--init-model", help="start from this vis model file or models:/ URI")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: local store)")
@@ -97,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         "steps": args.steps,
         "batch_size": args.batch_size,
-        "num_frames": args.frames,
+        "num_frames": args.frames or METHODS[args.method].clip_frames,
         "lr": args.lr,
         "lr_milestones": tuple(args.lr_milestones) if args.lr_milestones else None,
         "backbone_multiplier": args.backbone_multiplier,
@@ -117,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         seed=args.seed,
         freeze_detector=args.freeze_detector,
+        method=args.method,
         init_model=args.init_model,
         tracking_uri=args.tracking_uri,
         artifact_root=args.artifact_root,

@@ -1,7 +1,7 @@
 """The ways of turning per-frame detections into video instances: `--method` picks one.
 
 The single registry behind `vis segment --method`, `vis train --method` and training
-validation. Each method names how to build its segmenter for a model, and, when it can be
+validation. Each method says how to build its segmenter for a model, and, when it can be
 trained, its criterion, the head it adds to a model config (an online head is an optional
 `ModelConfig` field, so the model file carries its weights) and its training clip length.
 
@@ -9,6 +9,9 @@ trained, its criterion, the head it adds to a model config (an online head is an
 - `per-frame`: the detector per frame, linked by greedy mask IoU (`PerFrameSegmenter`).
 - `querytrack`: QueryTrack-style contrastive embeddings, online association with a
   memory of live tracks (`OnlineSegmenter` with `QueryTrackTracker`).
+
+Importing this module is cheap (the CLI lists the names): the factories import the
+model code when called.
 """
 
 from __future__ import annotations
@@ -16,24 +19,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from vis_core.inference.dataset import Segmenter
-from vis_core.inference.online import OnlineSegmenter
-from vis_core.inference.per_frame import PerFrameSegmenter
-from vis_core.inference.querytrack_tracker import QueryTrackTracker
-from vis_core.inference.segmenter import VideoSegmenter
-from vis_core.losses.criterion import VitaCriterion
-from vis_core.losses.querytrack_criterion import QueryTrackCriterion
 from vis_core.modeling.config import ModelConfig
 from vis_core.modeling.head_config import QueryTrackConfig
-from vis_core.modeling.vita_model import VitaModel
 
-Device = torch.device | str | None
-SegmenterFactory = Callable[[VitaModel, Device, torch.dtype], Segmenter]
-CriterionFactory = Callable[[ModelConfig, bool], nn.Module]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from vis_core.inference.dataset import Segmenter
+    from vis_core.modeling.vita_model import VitaModel
 
 
 @dataclass(frozen=True)
@@ -45,22 +41,45 @@ class Method:
 
     name: str
     summary: str
-    segmenter: SegmenterFactory
-    criterion: CriterionFactory | None = None
+    segmenter: Callable[[VitaModel, Any, torch.dtype], Segmenter]
+    criterion: Callable[[ModelConfig, bool], nn.Module] | None = None
     with_head: Callable[[ModelConfig], ModelConfig] = lambda config: config
     clip_frames: int | None = None
 
+    @property
+    def trainable(self) -> bool:
+        return self.criterion is not None
 
-def _vita_segmenter(model: VitaModel, device: Device, dtype: torch.dtype) -> Segmenter:
+
+def _vita_segmenter(model: VitaModel, device: Any, dtype: torch.dtype) -> Segmenter:
+    from vis_core.inference.segmenter import VideoSegmenter
+
     return VideoSegmenter(model, device=device, dtype=dtype)
 
 
-def _per_frame_segmenter(model: VitaModel, device: Device, dtype: torch.dtype) -> Segmenter:
+def _vita_criterion(config: ModelConfig, frozen_detector: bool) -> nn.Module:
+    from vis_core.losses.criterion import VitaCriterion
+
+    return VitaCriterion.for_model(config, frozen_detector=frozen_detector)
+
+
+def _per_frame_segmenter(model: VitaModel, device: Any, dtype: torch.dtype) -> Segmenter:
+    from vis_core.inference.per_frame import PerFrameSegmenter
+
     return PerFrameSegmenter(model, device=device, dtype=dtype)
 
 
-def _querytrack_segmenter(model: VitaModel, device: Device, dtype: torch.dtype) -> Segmenter:
+def _querytrack_segmenter(model: VitaModel, device: Any, dtype: torch.dtype) -> Segmenter:
+    from vis_core.inference.online import OnlineSegmenter
+    from vis_core.inference.querytrack_tracker import QueryTrackTracker
+
     return OnlineSegmenter(model, QueryTrackTracker.for_model(model), device=device, dtype=dtype)
+
+
+def _querytrack_criterion(config: ModelConfig, frozen_detector: bool) -> nn.Module:
+    from vis_core.losses.querytrack_criterion import QueryTrackCriterion
+
+    return QueryTrackCriterion.for_model(config, frozen_detector=frozen_detector)
 
 
 def _with_querytrack(config: ModelConfig) -> ModelConfig:
@@ -73,27 +92,20 @@ METHODS: dict[str, Method] = {
     method.name: method
     for method in (
         Method(
-            "vita",
-            "VITA over every frame's queries (offline)",
-            _vita_segmenter,
-            criterion=lambda config, frozen: VitaCriterion.for_model(
-                config, frozen_detector=frozen
-            ),
+            "vita", "VITA over every frame's queries (offline)", _vita_segmenter, _vita_criterion
         ),
         Method("per-frame", "the detector per frame, greedy mask-IoU links", _per_frame_segmenter),
         Method(
             "querytrack",
             "contrastive track embeddings, online association (QueryTrack)",
             _querytrack_segmenter,
-            criterion=lambda config, frozen: QueryTrackCriterion.for_model(
-                config, frozen_detector=frozen
-            ),
+            _querytrack_criterion,
             with_head=_with_querytrack,
             clip_frames=2,  # a key frame and a reference frame (reference 1.3)
         ),
     )
 }
-TRAINABLE_METHODS = tuple(name for name, method in METHODS.items() if method.criterion)
+TRAINABLE_METHODS = tuple(name for name, method in METHODS.items() if method.trainable)
 
 
 def get_method(name: str) -> Method:
@@ -104,8 +116,10 @@ def get_method(name: str) -> Method:
 
 
 def build_segmenter(
-    name: str, model: VitaModel, device: Device = None, dtype: torch.dtype = torch.float32
+    name: str, model: VitaModel, device: Any = None, dtype: torch.dtype | None = None
 ) -> Segmenter:
-    """The segmenter of method `name` for `model` (a ValueError when the model lacks the
-    method's head)."""
-    return get_method(name).segmenter(model, device, dtype)
+    """The segmenter of method `name` for `model` (float32 unless `dtype`); a ValueError
+    when the model lacks the method's head."""
+    import torch
+
+    return get_method(name).segmenter(model, device, dtype or torch.float32)

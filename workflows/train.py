@@ -29,6 +29,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from vis_core.methods import TRAINABLE_METHODS, get_method
 from vis_core.modeling.presets import get_preset
 from vis_core.paths import data_dir
 from workflows.ray_cluster import ensure_ray
@@ -84,7 +85,7 @@ def run_training(config: TrainJobConfig) -> TrainResult:
     from workflows.tracking import TrainingRun
 
     job = resolve_config(config)
-    model_config = get_preset(job.preset)
+    model_config = get_method(job.method).with_head(get_preset(job.preset))
     tracking = TrainingRun.start_or_resume(
         tracking_config(job), job.name, tags={"vis.preset": job.preset}
     )
@@ -155,6 +156,8 @@ def _check(config: TrainJobConfig) -> None:
             raise TrainConfigError(f"{name} must be >= 1, got {value}")
     if config.lr <= 0 or config.coco_weight < 0 or config.max_failures < 0:
         raise TrainConfigError("lr must be > 0, coco_weight and max_failures >= 0")
+    if config.method not in TRAINABLE_METHODS:
+        raise TrainConfigError(f"method must be one of {TRAINABLE_METHODS}, got {config.method!r}")
     if config.loader_workers < 0:
         raise TrainConfigError(f"loader_workers must be >= 0, got {config.loader_workers}")
     if config.name is not None and (not config.name or "/" in config.name):

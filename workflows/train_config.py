@@ -48,7 +48,10 @@ class TrainJobConfig:
     lr_milestones: steps at which the learning rate is multiplied by 0.1; None for one
         decay at 75/140 of `steps`, as the official schedule.
     init_model: a vis model file (path, URI or `models:/NAME/VERSION`) whose weights start
-        the training; it must be of the preset's architecture.
+        the training; it must be of the preset's architecture (a head that `method` adds
+        and it lacks starts from scratch).
+    method: what trains (`vis_core.methods.TRAINABLE_METHODS`): "vita", or an online head
+        such as "querytrack", added to the preset's config when it has none.
     tracking_uri / artifact_root / experiment: the MLflow store (see
         `workflows.tracking.TrackingConfig`); registered_model_name: register the final
         model under this name (None: no registration).
@@ -82,6 +85,7 @@ class TrainJobConfig:
     seed: int = 0
     freeze_detector: bool = False
     init_model: str | None = None
+    method: str = "vita"
     tracking_uri: str | None = None
     artifact_root: str | None = None
     experiment: str = "vis-train"

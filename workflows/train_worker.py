@@ -32,11 +32,10 @@ from vis_core.data.ytvis import Category, YtvisDataset
 from vis_core.evaluation import YtvisMetrics, evaluate_ytvis
 from vis_core.evaluation.metrics import SUMMARY_KEYS
 from vis_core.inference.dataset import segment_dataset
-from vis_core.inference.segmenter import VideoSegmenter
-from vis_core.losses.criterion import VitaCriterion
+from vis_core.methods import build_segmenter, get_method
 from vis_core.modeling.config import ModelConfig
 from vis_core.modeling.model_file import load_model, save_model
-from vis_core.modeling.vita_model import VitaModel
+from vis_core.modeling.vita_model import OPTIONAL_HEADS, VitaModel
 from vis_core.training.batch import ClipBatch
 from vis_core.training.optim import build_optimizer, build_scheduler
 from vis_core.training.recognition import Recognition, measure_recognition
@@ -103,8 +102,11 @@ def build_model(job: TrainJobConfig, model_config: ModelConfig) -> VitaModel:
 
         path = resolve_model_uri(job.init_model, job.tracking_uri)
         initial = load_model(str(path))
+        # A head the method adds and the initial model lacks starts from scratch.
+        fresh = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in OPTIONAL_HEADS}
+        state = {**fresh, **initial.state_dict()}
         try:
-            model.load_state_dict(initial.state_dict())
+            model.load_state_dict(state)
         except RuntimeError as error:
             raise TrainConfigError(
                 f"{job.init_model} ({initial.config.name}) does not fit preset {job.preset}: "
@@ -136,15 +138,25 @@ def freeze_detector(model: VitaModel) -> None:
     keep_eval(detector, ())
 
 
-def build_criterion(model_config: ModelConfig, frozen_detector: bool) -> VitaCriterion:
-    return VitaCriterion.for_model(model_config, frozen_detector=frozen_detector)
+def build_criterion(
+    model_config: ModelConfig, frozen_detector: bool, method: str = "vita"
+) -> nn.Module:
+    """The training criterion of `method` (`vis_core.methods`)."""
+    criterion = get_method(method).criterion
+    if criterion is None:
+        raise TrainConfigError(f"method {method!r} has nothing to train")
+    return criterion(model_config, frozen_detector)
 
 
 def validate(
-    model: VitaModel, val_uri: str, device: torch.device, dtype: torch.dtype = torch.float32
+    model: VitaModel,
+    val_uri: str,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    method: str = "vita",
 ) -> YtvisMetrics:
-    """YouTube-VIS metrics of `model` on every video of `val_uri`."""
-    segmenter = VideoSegmenter(model, device=device, dtype=dtype)
+    """YouTube-VIS metrics of `model`, segmenting with `method`, on every video of `val_uri`."""
+    segmenter = build_segmenter(method, model, device=device, dtype=dtype)
     results = segment_dataset(segmenter, YtvisDataset.load(val_uri), model.config)
     return evaluate_ytvis(val_uri, results)
 
@@ -221,7 +233,7 @@ def train_worker(loop_config: Mapping[str, Any]) -> None:
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         start_step, run_id = state.step, state.mlflow_run_id
-    criterion = build_criterion(model_config, job.freeze_detector).to(device)
+    criterion = build_criterion(model_config, job.freeze_detector, job.method).to(device)
     # Point sampling and augmentation draw differently on each rank and after a resume.
     torch.manual_seed(_derived_seed(job.seed, rank, start_step))
     tracking = None
@@ -334,7 +346,7 @@ def _finish(
     artifact_path = tracking.log_model_file(model_file, f"model/step-{job.steps}")
     if job.val_uri is not None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        evaluation = validate(model, job.val_uri, device, dtype)
+        evaluation = validate(model, job.val_uri, device, dtype, job.method)
         extra = {f"val/{key}": float(getattr(evaluation, name)) for key, name in SUMMARY_KEYS}
         recognition = validate_recognition(job, model, device)
         extra["val/class_recognition"] = recognition.accuracy

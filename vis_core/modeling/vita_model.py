@@ -18,6 +18,9 @@ from vis_core.modeling.mask_pilot import MaskPilot
 from vis_core.modeling.querytrack import QueryTrackHead
 from vis_core.modeling.vita import Vita, VitaOutput, frame_foreground_probability
 
+# Submodules built only when the config has that head: a model file without one loads.
+OPTIONAL_HEADS = ("querytrack",)
+
 
 @dataclass(frozen=True)
 class ClipPrediction:
