@@ -50,7 +50,9 @@ class QueryTrackTracker:
         self.config = config or head.config.association
 
     @classmethod
-    def for_model(cls, model: VitaModel, config: AssociationConfig | None = None):
+    def for_model(
+        cls, model: VitaModel, config: AssociationConfig | None = None
+    ) -> QueryTrackTracker:
         """The tracker of `model`'s QueryTrack head; a clear error when it has none."""
         if model.querytrack is None:
             raise ValueError(
