@@ -138,6 +138,10 @@ def test_track_loss_pairs_identities_across_frames() -> None:
     loss.backward()
     assert embed.grad[0, 0, 0].abs().sum() > 0 and embed.grad[0, 1, 3].abs().sum() > 0
     assert embed.grad[0, 0, 1].abs().sum() == 0  # an unmatched query takes no part
+    # Background negatives: every reference query is an entry (queries in slot order).
+    with_background = track_loss(embed, targets, matchings, 0.25, 2.0, background_negatives=True)
+    expected = torch.cat((rows(key0, values[1], [0, 2]), rows(key1, values[0], [3, 0]))).mean()
+    torch.testing.assert_close(with_background, expected)
     # One frame, or no matched instance: zero, with the graph kept.
     assert track_loss(embed[:, :1], targets[:1], matchings[:1], 0.25, 2.0).item() == 0.0
 

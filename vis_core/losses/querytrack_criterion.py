@@ -13,12 +13,14 @@ against the reference frame's matched queries, one per identity present there:
              alpha_t = focal_alpha on the positive entry, 1 - focal_alpha elsewhere.
 
 No temperature and no normalisation: raw dot products, as the paper. Gradients reach both
-sides. `loss_track` is the mean over every (key instance, reference frame) term of the
-batch; with 2-frame clips every clip is scored key -> reference and reference -> key.
+sides. With `background_negatives` (not in the paper) the reference frame's unmatched
+queries are extra entries, negatives for every key instance. `loss_track` is the mean
+over every (key instance, reference frame) term of the batch; with 2-frame clips every
+clip is scored key -> reference and reference -> key.
 With `frozen_detector=False` the frame detector's own terms (`loss_ce`, ...) are added.
 
 Dimension letters: B clips, T frames, Q frame queries, E embedding channels, M matched
-key instances, R reference identities.
+key instances, R reference entries.
 """
 
 from __future__ import annotations
@@ -66,38 +68,46 @@ def track_loss(
     matchings: Sequence[Matching],
     alpha: float,
     gamma: float,
+    background_negatives: bool = False,
 ) -> Tensor:
     """`loss_track` (module docstring). track_embed `[B, T, Q, E]`; frame_targets and
-    matchings: one per frame, clip-major (frame `b * T + t`)."""
-    batch, frames = track_embed.shape[:2]
+    matchings: one per frame, clip-major (frame `b * T + t`). With `background_negatives`
+    the reference frame's unmatched queries are extra entries, never positive."""
+    batch, frames, queries = track_embed.shape[:3]
     embed = track_embed.float()
     terms: list[Tensor] = []
     for clip in range(batch):
-        matched = [
-            _matched(embed[clip, t], frame_targets[clip * frames + t], matchings[clip * frames + t])
-            for t in range(frames)
-        ]
+        index = [clip * frames + t for t in range(frames)]
+        ids = [_query_identities(frame_targets[i], matchings[i], queries) for i in index]
+        matched = [torch.nonzero(frame_ids >= 0)[:, 0] for frame_ids in ids]
+        entries = [torch.arange(queries) for _ in ids] if background_negatives else matched
         for key in range(frames):
-            key_embed, key_ids = matched[key]
+            key_slots = matched[key]
             for ref in range(frames):
-                ref_embed, ref_ids = matched[ref]
-                if ref == key or len(key_ids) == 0 or len(ref_ids) == 0:
-                    continue  # no reference entry: only "nobody" is left, a zero loss
-                similarity = key_embed @ ref_embed.T  # [M, R]
-                logits = F.pad(similarity, (1, 0))  # [M, 1 + R]: entry 0 is "nobody"
-                same = key_ids[:, None] == ref_ids[None, :]
+                ref_slots = entries[ref]
+                if ref == key or len(key_slots) == 0 or len(ref_slots) == 0:
+                    continue  # nothing to score against: only "nobody" is left
+                key_embed = embed[clip, key, key_slots.to(embed.device)]  # [M, E]
+                ref_embed = embed[clip, ref, ref_slots.to(embed.device)]  # [R, E]
+                logits = F.pad(key_embed @ ref_embed.T, (1, 0))  # [M, 1 + R]: 0 is "nobody"
+                key_ids, ref_ids = ids[key][key_slots], ids[ref][ref_slots]
+                same = (key_ids[:, None] == ref_ids[None, :]) & (ref_ids[None, :] >= 0)
                 positive = torch.where(same.any(dim=1), same.int().argmax(dim=1) + 1, 0)
-                terms.append(softmax_focal_loss(logits, positive, alpha, gamma))
+                terms.append(softmax_focal_loss(logits, positive.to(embed.device), alpha, gamma))
     if not terms:
         return track_embed.sum() * 0.0  # nothing to contrast: a zero that keeps the graph
     return torch.cat(terms).mean()
 
 
-def _matched(embed: Tensor, targets: FrameTargets, matching: Matching) -> tuple[Tensor, Tensor]:
-    """One frame: embeddings `[M, E]` of the matched queries and their identities `[M]`."""
-    query = matching.prediction_index.to(embed.device)
-    ids = targets.track_ids[matching.target_index.to(targets.track_ids.device)]
-    return embed[query], ids.to(embed.device)
+def _query_identities(targets: FrameTargets, matching: Matching, queries: int) -> Tensor:
+    """`[Q]` int64 on the CPU: the identity of the instance each query is matched to, -1
+    where it is matched to none."""
+    identities = torch.full((queries,), -1, dtype=torch.int64)
+    track_ids = targets.track_ids.cpu()[matching.target_index]
+    if bool((track_ids < 0).any()):
+        raise ValueError("track ids must be >= 0")
+    identities[matching.prediction_index] = track_ids
+    return identities
 
 
 class QueryTrackCriterion(nn.Module):
@@ -169,7 +179,12 @@ class QueryTrackCriterion(nn.Module):
             output = self.frame(detections, frame_targets)
             matchings, terms = list(output.vita_matchings[-1]), dict(output.terms)
         terms["loss_track"] = track_loss(
-            track_embed, frame_targets, matchings, self.head.focal_alpha, self.head.focal_gamma
+            track_embed,
+            frame_targets,
+            matchings,
+            self.head.focal_alpha,
+            self.head.focal_gamma,
+            self.head.background_negatives,
         )
         return Losses(terms=terms, weights={name: self.weight_of(name) for name in terms})
 

@@ -57,6 +57,11 @@ class QueryTrackConfig:
     (C -> C -> ... -> E, ReLU between) [default 3 layers, E = 256].
     loss_weight, focal_alpha, focal_gamma: the contrastive focal loss (Eq. 5-7) [default
     1.0, 0.25 on the positive entry, 2].
+    background_negatives: the reference frame's unmatched queries join the loss as
+    negatives (not in the paper, whose reference entries are its identified instances;
+    IDOL and QDTrack contrast against background too). A detector unsure of what is an
+    object fills the candidates with background queries, which then must not look like
+    any track.
     """
 
     embed_dim: int = 256
@@ -64,6 +69,7 @@ class QueryTrackConfig:
     loss_weight: float = 1.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    background_negatives: bool = False
     association: AssociationConfig = field(default_factory=AssociationConfig)
 
     def __post_init__(self) -> None:
