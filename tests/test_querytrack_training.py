@@ -17,7 +17,7 @@ from jobs.cli import main
 from vis_core.data.augment import AugmentConfig
 from vis_core.methods import get_method
 from vis_core.modeling.config import ModelConfig
-from vis_core.modeling.model_file import load_model, save_model
+from vis_core.modeling.model_file import DEFAULT_MODEL_FILE, load_model, save_model
 from vis_core.modeling.presets import get_preset
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.storage import open_fs
@@ -124,3 +124,16 @@ def test_train_cli_method_option(data, monkeypatch) -> None:
         _parse(["--train", train_uri, "--method", "per-frame"])  # nothing to train
     with pytest.raises(TrainConfigError, match="method must be one of"):
         resolve_config(TrainJobConfig(train_uri=train_uri, method="per-frame"))
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_FILE.is_file(), reason="no shipped model")
+def test_the_shipped_model_carries_a_querytrack_head() -> None:
+    """`vis segment --method querytrack` needs no --model: the shipped file has the head."""
+    from vis_core.methods import build_segmenter
+    from vis_core.synth.generate import synthesize_video
+
+    model = load_model()
+    assert model.querytrack is not None
+    _, rendered = synthesize_video(preset("val").replace(**TINY), seed=0, index=0)
+    instances = build_segmenter("querytrack", model).segment(list(rendered.frames[:3]))
+    assert instances.num_frames == 3 and (instances.height, instances.width) == (48, 64)
