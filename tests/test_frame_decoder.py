@@ -172,6 +172,8 @@ def assert_forward_backward(model: FrameDecoder, in_channels: int, mask_dim: int
         loss = loss + prediction.pred_logits.square().mean() + prediction.pred_masks.mean()
     loss.backward()
     for name, parameter in model.named_parameters():
+        if name.startswith("pilot_"):  # reached by pilot queries only (test_mask_pilot.py)
+            continue
         assert parameter.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(parameter.grad).all(), f"{name} has a non-finite gradient"
         assert parameter.grad.abs().sum() > 0, f"{name} has an all-zero gradient"

@@ -25,6 +25,7 @@ from vis_core.modeling.frame_detector import FrameDetections
 from vis_core.modeling.presets import vita_small_synth
 from vis_core.modeling.vita import VitaOutput
 from vis_core.modeling.vita_model import VitaModel
+from vis_core.training.step import frame_pilot
 
 # Point sampling ---------------------------------------------------------------------------
 
@@ -349,10 +350,14 @@ def test_criterion_on_the_small_model_is_finite_weighted_and_reaches_every_param
 ):
     small_model.zero_grad(set_to_none=True)
     criterion = VitaCriterion.for_model(small_model.config)
-    losses = criterion(small_model(_images()), _targets())
+    # The preset trains with pilot queries: they are the only path to their embeddings.
+    assert small_model.config.frame_decoder.mask_piloting
+    pilot = frame_pilot(tuple(_targets()), small_model.config)
+    losses = criterion(small_model(_images(), pilot=pilot), _targets())
     frame_layers = small_model.config.frame_decoder.layers  # aux predictions 0..layers-1
     vita_aux = small_model.config.vita.decoder_layers - 1
     expected = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+    expected |= {"loss_pilot_ce": 2.0, "loss_pilot_mask": 5.0, "loss_pilot_dice": 5.0}
     expected |= {f"{k}_{i}": w for k, w in list(expected.items()) for i in range(frame_layers)}
     vita = {"loss_vita_ce": 2.0, "loss_vita_mask": 5.0, "loss_vita_dice": 5.0}
     expected |= vita | {f"{k}_{i}": w for k, w in vita.items() for i in range(vita_aux)}

@@ -41,7 +41,8 @@ class RecognitionCounter:
     frames, matching by the masks alone."""
 
     def __init__(self, loss_config: LossConfig, num_queries: int, num_classes: int):
-        self.matcher = FrameMatcher(replace(loss_config, class_weight=0.0))
+        # Point matching takes targets at any resolution (dense matching wants them resized).
+        self.matcher = FrameMatcher(replace(loss_config, class_weight=0.0, dense_masks=False))
         self.slot_classes = np.zeros((num_queries, num_classes), dtype=np.int64)
         self.correct = 0
 
