@@ -426,6 +426,9 @@ def test_a_batch_without_instances_gives_finite_losses(small_model):
     assert losses.terms["loss_vita_ce"].item() > 0.0  # every query should say "no object"
     losses.total().backward()
     assert small_model.vita.mask_embed.layers[0].weight.grad is not None
+    # DDP needs a gradient (zero) on every parameter the forward used, both sim heads too.
+    assert small_model.vita.sim_embed_frame.weight.grad is not None
+    assert small_model.vita.sim_embed_clip.weight.grad is not None
 
 
 def test_criterion_rejects_an_eval_mode_prediction_and_mismatched_targets(small_model):

@@ -178,8 +178,10 @@ class ClipCriterion(nn.Module):
                 track_ids.append(targets[clip].track_ids.cpu()[matching.target_index])
                 entries.append(torch.full((len(matching),), entry, dtype=torch.int64))
         embedding = torch.cat(embeddings).float()  # [E, C]
-        if embedding.shape[0] == 0:
-            return fq_embed.sum() * 0.0  # nothing matched: a zero that keeps the graph whole
+        if embedding.shape[0] == 0:  # nothing matched: a zero that keeps the graph whole
+            zero = fq_embed.sum() * 0.0
+            # Both embedding heads, or DDP finds the clip one without a gradient.
+            return zero if video.pred_cq_embed is None else zero + video.pred_cq_embed.sum() * 0.0
         track = torch.cat(track_ids).to(embedding.device)
         entry = torch.cat(entries).to(embedding.device)
         same_entry = (entry[:, None] == entry[None, :]).float()  # [E, E]
