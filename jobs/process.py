@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from jobs import detector_backend
+from jobs import detector_backend, method_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         help="vis model file, URI or models:/NAME/VERSION|@ALIAS (default: the shipped model)",
     )
+    method_option.add_argument(parser)
     parser.add_argument("--gpu", action="store_true", help="one worker per GPU, bf16")
     parser.add_argument(
         "--workers", type=int, help="segmentation workers (default: fill the cluster)"
@@ -89,10 +90,17 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         progress=not args.quiet,
         detector_backend=backend,
+        method=args.method,
     )
     try:
         summary = run_corpus_job(config)
-    except (CorpusNotFoundError, ModelFileError, FileNotFoundError, PermissionError) as error:
+    except (
+        CorpusNotFoundError,
+        ModelFileError,
+        FileNotFoundError,
+        PermissionError,
+        ValueError,  # a method the model has no head for
+    ) as error:
         print(f"vis process: error: {error}", file=sys.stderr)
         return 2
     print(summary.describe())

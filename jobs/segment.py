@@ -12,8 +12,8 @@ import argparse
 import sys
 import time
 
-from jobs import detector_backend
-from vis_core.methods import METHODS, build_segmenter
+from jobs import detector_backend, method_option
+from vis_core.methods import build_segmenter
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,12 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", help="vis model file or models:/NAME/VERSION (default: the shipped model)"
     )
-    parser.add_argument(
-        "--method",
-        choices=tuple(METHODS),
-        default="vita",
-        help="; ".join(f"{name}: {method.summary}" for name, method in METHODS.items()),
-    )
+    method_option.add_argument(parser)
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda if present)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ names")

@@ -126,6 +126,7 @@ def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
         assert by_id[video_id]["error"].startswith(error_type), by_id[video_id]["error"]
     for video_id in OK_VIDEOS:
         assert by_id[video_id]["status"] == "ok" and by_id[video_id]["error"] is None
+    assert {v["method"] for v in videos} == {"vita"}
     assert by_id["sub dir/b é.mp4"]["num_frames"] == 10
     assert (by_id["c.mkv"]["width"], by_id["c.mkv"]["height"]) == (48, 48)
 
@@ -169,6 +170,28 @@ def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
     assert other_model.run_id != summary.run_id and other_model.skipped == 0
     assert len(read_table(output, "videos")) == 20
     assert len(read_table(output, "videos", run_id=summary.run_id)) == 10
+
+
+def test_method_is_the_runs_and_recorded_in_the_videos_table(
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path
+) -> None:
+    one_video = tmp_path / "in"
+    one_video.mkdir()
+    shutil.copy(corpus / "a.mp4", one_video / "a.mp4")
+    output = str(tmp_path / "out")
+    runs = {
+        method: run_corpus_job(job(str(one_video), output, tiny_model, method=method))
+        for method in ("vita", "per-frame")
+    }
+    assert runs["vita"].run_id != runs["per-frame"].run_id  # one output holds both
+    assert all(summary.ok == 1 for summary in runs.values())
+    rows = read_table(output, "videos").to_pylist()
+    assert sorted((row["run_id"], row["method"]) for row in rows) == sorted(
+        (summary.run_id, method) for method, summary in runs.items()
+    )
+    with pytest.raises(ValueError, match="querytrack"):  # before any video is touched
+        run_corpus_job(job(str(one_video), str(tmp_path / "none"), tiny_model, method="querytrack"))
+    assert not (tmp_path / "none").exists()
 
 
 def test_interrupted_job_completes_without_duplicates(
@@ -319,6 +342,9 @@ def test_cli_exit_status_and_summary(
     no_model = ["--model", str(tmp_path / "none.vis.pt"), "--no-tracking"]
     assert main(["process", "--input", str(corpus), "--output", str(tmp_path), *no_model]) == 2
     assert "model file not found" in capsys.readouterr().err
+    no_head = ["--model", tiny_model, "--method", "querytrack", "--no-tracking"]
+    assert main(["process", "--input", str(corpus), "--output", str(tmp_path), *no_head]) == 2
+    assert "querytrack" in capsys.readouterr().err
 
     import workflows.corpus_job
 

@@ -37,6 +37,7 @@ from typing import Any
 from vis_core.corpus.listing import CorpusVideo, list_corpus
 from vis_core.corpus.process import ProcessOptions, process_video
 from vis_core.export.backend import DetectorBackend, apply_detector_backend, onnx_detector_bytes
+from vis_core.methods import build_segmenter
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
 from vis_core.tables.commit import CommitResult, Replace, TableCommitter
 from vis_core.tables.rows import VideoRecord, failed_rows
@@ -62,6 +63,8 @@ class CorpusJobConfig:
         default store); track=False records nothing.
     detector_backend: what runs the detector (`vis_core.export.backend`); an ONNX graph is
         read or exported once, on the driver, and shipped to the workers like the model.
+    method: the temporal method (`vis_core.methods`: vita, per-frame or an online head
+        the model file carries).
     """
 
     input_uri: str
@@ -80,6 +83,7 @@ class CorpusJobConfig:
     experiment: str = "vis-process"
     progress: bool = True
     detector_backend: DetectorBackend = field(default_factory=DetectorBackend)
+    method: str = "vita"
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,11 @@ def run_corpus_job(
     started = time.perf_counter()
     model_bytes = _model_bytes(config)
     model = model_from_bytes(model_bytes, config.model_uri or "the shipped model")
+    build_segmenter(config.method, model)  # an unknown method or a missing head fails here
     options = ProcessOptions(
         model=f"{model.config.name}@{hashlib.sha256(model_bytes).hexdigest()[:12]}",
-        run_id=job_run_id(model_bytes, model.config.inference, config.limits),
+        run_id=job_run_id(model_bytes, model.config.inference, config.limits, config.method),
+        method=config.method,
         limits=config.limits,
     )
     corpus = list_corpus(config.input_uri)
@@ -206,10 +212,15 @@ def run_corpus_job(
     return summary
 
 
-def job_run_id(model_bytes: bytes, inference: Any, limits: DecodeLimits) -> str:
-    """The run's identity: what decides the rows (model, inference options, limits)."""
+def job_run_id(
+    model_bytes: bytes, inference: Any, limits: DecodeLimits, method: str = "vita"
+) -> str:
+    """The run's identity: what decides the rows (model, inference options, limits,
+    method)."""
     digest = hashlib.sha256(model_bytes)
     options = {"inference": dataclasses.asdict(inference), "limits": dataclasses.asdict(limits)}
+    if method != "vita":  # VITA's runs keep the identity they had before methods existed
+        options["method"] = method
     digest.update(json.dumps(options, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
@@ -251,22 +262,21 @@ class SegmentWorker:
 
         import torch
 
-        from vis_core.inference.segmenter import VideoSegmenter
-
         torch.set_num_threads(max(1, threads))
         device = torch.device("cuda" if use_gpu else "cpu")
         dtype = torch.bfloat16 if use_gpu else torch.float32
         model = model_from_bytes(model_bytes, options.model, device)
         if onnx_bytes is not None:  # the detector's ONNX graph, run by ONNX Runtime
             model = apply_detector_backend(model, DetectorBackend("onnx"), onnx_bytes)
-        self.segmenter = VideoSegmenter(model, device=device, dtype=dtype)
+        self.segmenter = build_segmenter(options.method, model, device=device, dtype=dtype)
+        self.class_names = model.config.class_names
         self.options = dataclasses.replace(options, decode_threads=max(1, threads))
         self.committer = TableCommitter(output_uri, options.run_id, job_id=job_id)
         self.replace = replace
         self.pid = os.getpid()
 
     def process(self, video: CorpusVideo) -> VideoOutcome:
-        rows = process_video(video, self.segmenter, self.options)
+        rows = process_video(video, self.segmenter, self.options, self.class_names)
         result = self.committer.commit(rows, replace=self.replace)
         videos = rows.tables["videos"]
         return VideoOutcome(
@@ -376,7 +386,9 @@ class _WorkerPool:
             f"the worker failed {self.config.max_attempts} times while processing this "
             f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
         )
-        record = VideoRecord(video.video_id, video.uri, self.options.model, self.options.run_id)
+        record = VideoRecord(
+            video.video_id, video.uri, self.options.model, self.options.run_id, self.options.method
+        )
         result = committer.commit(failed_rows(record, message), replace=_replace(self.config))
         if not result.won and result.claim.status == STATUS_OK:
             message = None  # the worker committed the video before it died
@@ -413,6 +425,7 @@ def _record(config: CorpusJobConfig, summary: CorpusJobSummary) -> str | None:
                 "input": config.input_uri,
                 "output": config.output_uri,
                 "model": summary.model,
+                "method": config.method,
                 "run_id": summary.run_id,
                 "use_gpu": config.use_gpu,
                 "detector_backend": config.detector_backend.kind,

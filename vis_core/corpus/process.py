@@ -11,14 +11,14 @@ import dataclasses
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from vis_core.corpus.listing import CorpusVideo
+from vis_core.inference.dataset import Segmenter
 from vis_core.inference.frames import FrameSourceError
-from vis_core.inference.segmenter import VideoSegmenter
 from vis_core.tables.rows import VideoRecord, VideoRows, failed_rows, ok_rows
 from vis_core.video.decode import DecodeLimits, open_video
 from vis_core.video.errors import VideoDecodeError
@@ -26,26 +26,33 @@ from vis_core.video.errors import VideoDecodeError
 
 @dataclass(frozen=True)
 class ProcessOptions:
-    """model: the name recorded in `videos.model`; run_id: the job's identity;
+    """model: the name recorded in `videos.model`; run_id: the job's identity; method:
+    the temporal method (`vis_core.methods`), recorded in `videos.method`;
     limits: what a video may be (bigger ones fail with `VideoTooLargeError`);
     decode_threads: decoder threads (0: FFmpeg's choice); prefetch_frames: how far the
     decoding thread may run ahead of the model."""
 
     model: str
     run_id: str
+    method: str = "vita"
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     decode_threads: int = 0
     prefetch_frames: int = 32
 
 
 def process_video(
-    video: CorpusVideo, segmenter: VideoSegmenter, options: ProcessOptions
+    video: CorpusVideo, segmenter: Segmenter, options: ProcessOptions, class_names: Sequence[str]
 ) -> VideoRows:
-    """The rows of `video`: `ok` with its tracklets, or `failed` with a clear error for a
-    video that cannot be decoded or segmented (nothing of it is kept then)."""
+    """The rows of `video`: `ok` with its tracklets (category names from `class_names`,
+    the model's), or `failed` with a clear error for a video that cannot be decoded or
+    segmented (nothing of it is kept then)."""
     started = time.perf_counter()
     record = VideoRecord(
-        video_id=video.video_id, uri=video.uri, model=options.model, run_id=options.run_id
+        video_id=video.video_id,
+        uri=video.uri,
+        model=options.model,
+        run_id=options.run_id,
+        method=options.method,
     )
     decoded = _DecodeLog()
     try:
@@ -67,7 +74,7 @@ def process_video(
             inference_s=inference_s - decoded.seconds,
             total_s=time.perf_counter() - started,
         )
-        return ok_rows(record, instances, segmenter.model.config.class_names, timestamps)
+        return ok_rows(record, instances, class_names, timestamps)
     except (VideoDecodeError, FrameSourceError) as error:
         message = f"{type(error).__name__}: {error}"
     except Exception as error:  # a failed row, never a crashed job (see the module doc)

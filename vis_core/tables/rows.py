@@ -25,13 +25,15 @@ from vis_core.tables.schema import (
 class VideoRecord:
     """What the `videos` row says about one video besides its instances.
 
-    fps: frames per second of the stream (None when unknown); timings in seconds.
+    fps: frames per second of the stream (None when unknown); timings in seconds;
+    method: the temporal method that made the instances (`vis_core.methods`).
     """
 
     video_id: str
     uri: str
     model: str
     run_id: str
+    method: str = "vita"
     num_frames: int | None = None
     fps: float | None = None
     width: int | None = None
@@ -151,6 +153,7 @@ def _videos_row(record: VideoRecord, status: str, error: str | None, tracklets: 
         "height": record.height,
         "num_tracklets": tracklets,
         "model": record.model,
+        "method": record.method,
         "run_id": record.run_id,
         "decode_s": record.decode_s,
         "inference_s": record.inference_s,

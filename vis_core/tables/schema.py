@@ -35,6 +35,7 @@ VIDEOS_SCHEMA = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("num_tracklets", pa.int32()),
         pa.field("model", pa.string(), nullable=False),
+        pa.field("method", pa.string()),  # null in tables written before it: "vita"
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("decode_s", pa.float64()),
         pa.field("inference_s", pa.float64()),
