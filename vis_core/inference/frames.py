@@ -52,6 +52,22 @@ def resized_input_size(height: int, width: int, min_size: int, max_size: int) ->
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
+def input_geometry(height: int, width: int, input_config: InputConfig) -> InputGeometry:
+    """The geometry of a `height` x `width` frame through the model's test-time input."""
+    resized_height, resized_width = resized_input_size(
+        height, width, input_config.min_size_test, input_config.max_size_test
+    )
+    divisor = input_config.size_divisibility
+    return InputGeometry(
+        height=height,
+        width=width,
+        resized_height=resized_height,
+        resized_width=resized_width,
+        padded_height=resized_height + (-resized_height % divisor),
+        padded_width=resized_width + (-resized_width % divisor),
+    )
+
+
 def open_frames(source: FrameSource) -> Iterator[np.ndarray]:
     """A fresh iterator over the frames of `source` (see the module docstring)."""
     iterable = source() if callable(source) else source
@@ -81,18 +97,7 @@ class FramePreparer:
         self.device = device
 
     def geometry(self, height: int, width: int) -> InputGeometry:
-        resized_height, resized_width = resized_input_size(
-            height, width, self.input_config.min_size_test, self.input_config.max_size_test
-        )
-        divisor = self.input_config.size_divisibility
-        return InputGeometry(
-            height=height,
-            width=width,
-            resized_height=resized_height,
-            resized_width=resized_width,
-            padded_height=resized_height + (-resized_height % divisor),
-            padded_width=resized_width + (-resized_width % divisor),
-        )
+        return input_geometry(height, width, self.input_config)
 
     def chunks(
         self, source: FrameSource, chunk_frames: int, expected: InputGeometry | None = None
@@ -113,18 +118,25 @@ class FramePreparer:
 
     def _prepare(self, frames: np.ndarray, geometry: InputGeometry) -> Tensor:
         batch = torch.from_numpy(frames).to(self.device)  # [t, H, W, 3] uint8
-        resized = (geometry.resized_height, geometry.resized_width)
-        if resized != (geometry.height, geometry.width):
-            images = batch.permute(0, 3, 1, 2)  # [t, 3, H, W], channels last in memory
-            if self.device.type != "cpu":  # no uint8 antialiased kernel there
-                images = images.float()
-            images = F.interpolate(
-                images, size=resized, mode="bilinear", align_corners=False, antialias=True
-            )
-            if images.dtype != torch.uint8:
-                images = images.round_().clamp_(0, 255).to(torch.uint8)
-            batch = images.permute(0, 2, 3, 1)
-        return self.detector.preprocess(batch)
+        return self.detector.preprocess(resize_frames(batch, geometry))
+
+
+def resize_frames(batch: Tensor, geometry: InputGeometry) -> Tensor:
+    """RGB frames `[t, H, W, 3]` uint8 -> `[t, H_r, W_r, 3]` uint8 at the resized size of
+    `geometry`, as `FramePreparer` does (the uint8 kernel on the CPU, the float one
+    elsewhere); frames already at that size are returned as they are."""
+    resized = (geometry.resized_height, geometry.resized_width)
+    if resized == (geometry.height, geometry.width):
+        return batch
+    images = batch.permute(0, 3, 1, 2)  # [t, 3, H, W], channels last in memory
+    if batch.device.type != "cpu":  # no uint8 antialiased kernel there
+        images = images.float()
+    images = F.interpolate(
+        images, size=resized, mode="bilinear", align_corners=False, antialias=True
+    )
+    if images.dtype != torch.uint8:
+        images = images.round_().clamp_(0, 255).to(torch.uint8)
+    return images.permute(0, 2, 3, 1)
 
 
 def _frame_batches(frames: Iterator[np.ndarray], chunk_frames: int) -> Iterator[np.ndarray]:

@@ -93,19 +93,25 @@ def inference_autocast(
     return torch.autocast(device.type, dtype=dtype)
 
 
-def scored_logits(logits: Tensor, geometry: InputGeometry) -> ScoredLogits:
-    """Stride-4 mask logits `[k, t, h, w]` of the padded input -> `ScoredLogits`.
-
-    Bilinear (align_corners=False) to the padded input size, crop to the resized frame,
-    score there.
-    """
+def cropped_logits(logits: Tensor, geometry: InputGeometry) -> Tensor:
+    """Stride-4 mask logits `[k, t, h, w]` of the padded input -> `[k, t, h_r, w_r]`
+    float32: bilinear (align_corners=False) to the padded input size, cropped to the
+    resized frame."""
     padded = F.interpolate(
         logits.float(),
         size=(geometry.padded_height, geometry.padded_width),
         mode="bilinear",
         align_corners=False,
     )
-    cropped = padded[:, :, : geometry.resized_height, : geometry.resized_width]
+    return padded[:, :, : geometry.resized_height, : geometry.resized_width]
+
+
+def scored_logits(logits: Tensor, geometry: InputGeometry) -> ScoredLogits:
+    """Stride-4 mask logits `[k, t, h, w]` of the padded input -> `ScoredLogits`.
+
+    `cropped_logits`, scored there.
+    """
+    cropped = cropped_logits(logits, geometry)
     soft = cropped.sigmoid()
     hard = soft > 0.5
     soft_sum = (soft * hard).flatten(2).sum(-1)
@@ -193,7 +199,7 @@ class VideoSegmenter:
         self.config = config or model.config.inference
         self.dtype = dtype
         inference_autocast(self.device, dtype)  # validates dtype
-        _check_config(self.config, model)
+        check_inference_config(self.config, model)
         self.frames = FramePreparer(model.detector, model.config.input, self.device)
         self.prunes_tokens = model.config.vita.token_keep_ratio < 1.0
 
@@ -312,7 +318,8 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _check_config(config: InferenceConfig, model: VitaModel) -> None:
+def check_inference_config(config: InferenceConfig, model: VitaModel) -> None:
+    """Raise a ValueError for inference options `model` cannot run with."""
     pairs = model.config.vita.num_queries * model.config.num_classes
     if not 1 <= config.top_k <= pairs:
         raise ValueError(
