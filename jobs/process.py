@@ -40,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs and threads of each worker")
     parser.add_argument(
+        "--pipeline",
+        choices=("auto", "single", "staged"),
+        default="auto",
+        help="single: one actor per device does all of a video; staged: decoding, the device "
+        "and the masks in separate stages (VITA); auto (default): staged with --gpu",
+    )
+    parser.add_argument(
         "--retry-failed", action="store_true", help="process again the videos that failed"
     )
     parser.add_argument("--max-frames", type=int, help="fail videos with more frames than this")
@@ -68,30 +75,30 @@ def run(args: argparse.Namespace) -> int:
         # Before Ray starts, so a local cluster's workers inherit it (on a remote cluster,
         # set it in the runtime_env env_vars of the job).
         os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
-    try:
-        backend = detector_backend.backend_from_args(args)
-    except ValueError as error:
-        print(f"vis process: error: {error}", file=sys.stderr)
-        return 2
     limits = DecodeLimits()
     if args.max_frames is not None:
         limits = dataclasses.replace(limits, max_frames=args.max_frames)
-    config = CorpusJobConfig(
-        input_uri=args.input,
-        output_uri=args.output,
-        model_uri=args.model,
-        use_gpu=args.gpu,
-        workers=args.workers,
-        cpus_per_worker=args.cpus_per_worker,
-        retry_failed=args.retry_failed,
-        limits=limits,
-        ray_address=args.ray_address,
-        track=not args.no_tracking,
-        tracking_uri=args.tracking_uri,
-        progress=not args.quiet,
-        detector_backend=backend,
-        method=args.method,
-    )
+    try:
+        config = CorpusJobConfig(
+            input_uri=args.input,
+            output_uri=args.output,
+            model_uri=args.model,
+            use_gpu=args.gpu,
+            workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            retry_failed=args.retry_failed,
+            limits=limits,
+            ray_address=args.ray_address,
+            track=not args.no_tracking,
+            tracking_uri=args.tracking_uri,
+            progress=not args.quiet,
+            detector_backend=detector_backend.backend_from_args(args),
+            method=args.method,
+            pipeline=args.pipeline,
+        )
+    except ValueError as error:  # a bad backend, or a pipeline the method has not
+        print(f"vis process: error: {error}", file=sys.stderr)
+        return 2
     try:
         summary = run_corpus_job(config)
     except (

@@ -1,5 +1,5 @@
 """The corpus job end to end on local Ray: tables, bad inputs, reruns, interruptions,
-a killed worker, and `s3://` through the local S3 server."""
+a killed worker (these three on both pipelines), and `s3://` through the local S3 server."""
 
 from __future__ import annotations
 
@@ -194,8 +194,9 @@ def test_method_is_the_runs_and_recorded_in_the_videos_table(
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.parametrize("pipeline", ["single", "staged"])
 def test_interrupted_job_completes_without_duplicates(
-    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path, pipeline: str
 ) -> None:
     output = str(tmp_path / "out")
 
@@ -210,7 +211,10 @@ def test_interrupted_job_completes_without_duplicates(
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        run_corpus_job(job(str(corpus), output, tiny_model), on_outcome=interrupt_after_two)
+        run_corpus_job(
+            job(str(corpus), output, tiny_model, pipeline=pipeline),
+            on_outcome=interrupt_after_two,
+        )
     import ray  # the interrupted job's workers are gone with it; the next job starts new ones
 
     assert ray.is_initialized()
@@ -220,22 +224,23 @@ def test_interrupted_job_completes_without_duplicates(
     orphan = Path(output) / "tracklets" / f"{ray_run_id(output)}-00000000000000000000.parquet"
     shutil.copy(next((Path(output) / "tracklets").glob("*.parquet")), orphan)
 
-    summary = run_corpus_job(job(str(corpus), output, tiny_model))
+    summary = run_corpus_job(job(str(corpus), output, tiny_model, pipeline=pipeline))
     assert summary.skipped == len(done)
     assert not orphan.exists()
     videos = [v["video_id"] for v in read_table(output, "videos").to_pylist()]
     assert sorted(videos) == sorted(OK_VIDEOS | set(FAILED_VIDEOS))
 
 
+@pytest.mark.parametrize("pipeline", ["single", "staged"])
 def test_an_object_unreadable_after_listing_is_a_failed_row(
-    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path, monkeypatch
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path, monkeypatch, pipeline: str
 ) -> None:
     import workflows.corpus_job
 
     listed = list_corpus(str(corpus))[:1]
     ghost = CorpusVideo("ghost.mp4", f"file://{corpus}/ghost.mp4", 1000)  # gone since listed
     monkeypatch.setattr(workflows.corpus_job, "list_corpus", lambda uri: [*listed, ghost])
-    summary = run_corpus_job(job(str(corpus), str(tmp_path / "out"), tiny_model))
+    summary = run_corpus_job(job(str(corpus), str(tmp_path / "out"), tiny_model, pipeline=pipeline))
     assert (summary.ok, summary.failed) == (1, 1)
     row = read_table(str(tmp_path / "out"), "videos", video_ids=["ghost.mp4"]).to_pylist()[0]
     assert row["status"] == "failed" and row["error"].startswith("VideoReadError")
@@ -245,9 +250,11 @@ def ray_run_id(output: str) -> str:
     return read_table(output, "videos")["run_id"][0].as_py()
 
 
+@pytest.mark.parametrize("pipeline", ["single", "staged"])
 def test_killed_worker_loses_and_duplicates_no_video(
-    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path, pipeline: str
 ) -> None:
+    """On the staged path the worker is the detector actor: its videos start again."""
     output = str(tmp_path / "out")
     killed: list[int] = []
 
@@ -256,7 +263,9 @@ def test_killed_worker_loses_and_duplicates_no_video(
             killed.append(outcome.worker_pid)
             os.kill(outcome.worker_pid, signal.SIGKILL)
 
-    summary = run_corpus_job(job(str(corpus), output, tiny_model), on_outcome=kill_first_worker)
+    summary = run_corpus_job(
+        job(str(corpus), output, tiny_model, pipeline=pipeline), on_outcome=kill_first_worker
+    )
     assert killed
     assert (summary.ok, summary.failed) == (5, 5)
     videos = read_table(output, "videos").to_pylist()

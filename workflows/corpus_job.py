@@ -36,6 +36,7 @@ from typing import Any
 
 from vis_core.corpus.listing import CorpusVideo, list_corpus
 from vis_core.corpus.process import ProcessOptions, process_video
+from vis_core.corpus.stage_seconds import StageSeconds
 from vis_core.export.backend import DetectorBackend, apply_detector_backend, onnx_detector_bytes
 from vis_core.methods import build_segmenter
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
@@ -45,6 +46,7 @@ from vis_core.tables.schema import STATUS_FAILED, STATUS_OK
 from vis_core.video.decode import DecodeLimits
 from workflows.progress import JobProgress
 from workflows.ray_cluster import ensure_ray
+from workflows.staged_options import PIPELINES, DeviceStandIn, StagedOptions
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,13 @@ class CorpusJobConfig:
         read or exported once, on the driver, and shipped to the workers like the model.
     method: the temporal method (`vis_core.methods`: vita, per-frame or an online head
         the model file carries).
+    pipeline: "single" (one actor per device does everything for a video), "staged"
+        (decoding, the device and the masks in separate stages: `workflows/staged_pool.py`;
+        VITA only) or "auto": staged with a GPU or a device stand-in and VITA, else single
+        (on CPUs alone the model is the bottleneck, and one actor with every CPU of a node
+        runs it fastest: docs/staged_pipeline.md). staged: its bounds.
+    standin: replace the model on the device by a stand-in with a fixed time per frame
+        (for measuring the pipeline; its rows are another run's).
     """
 
     input_uri: str
@@ -84,6 +93,24 @@ class CorpusJobConfig:
     progress: bool = True
     detector_backend: DetectorBackend = field(default_factory=DetectorBackend)
     method: str = "vita"
+    pipeline: str = "auto"
+    staged: StagedOptions = field(default_factory=StagedOptions)
+    standin: DeviceStandIn | None = None
+
+    def __post_init__(self) -> None:
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}")
+        if self.method != "vita" and (self.pipeline == "staged" or self.standin is not None):
+            raise ValueError(
+                f"the staged pipeline and the device stand-in run VITA only, not {self.method!r}"
+            )
+
+    @property
+    def staged_pipeline(self) -> bool:
+        """Whether the job runs the staged pipeline (see `pipeline`)."""
+        if self.pipeline == "auto":
+            return self.method == "vita" and (self.use_gpu or self.standin is not None)
+        return self.pipeline == "staged"
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,7 @@ class VideoOutcome:
     worker_pid: int
     worker_peak_memory_bytes: int = 0
     committed_elsewhere: bool = False  # another run committed the video first: not counted
+    stages: StageSeconds | None = None  # CPU seconds by stage (the staged pipeline's)
 
 
 @dataclass(frozen=True)
@@ -150,7 +178,9 @@ def run_corpus_job(
     build_segmenter(config.method, model)  # an unknown method or a missing head fails here
     options = ProcessOptions(
         model=f"{model.config.name}@{hashlib.sha256(model_bytes).hexdigest()[:12]}",
-        run_id=job_run_id(model_bytes, model.config.inference, config.limits, config.method),
+        run_id=job_run_id(
+            model_bytes, model.config.inference, config.limits, config.method, config.standin
+        ),
         method=config.method,
         limits=config.limits,
     )
@@ -180,7 +210,12 @@ def run_corpus_job(
         onnx_ref = None
         if config.detector_backend.kind == "onnx":
             onnx_ref = ray.put(onnx_detector_bytes(model, config.detector_backend))
-        pool = _WorkerPool(config, ray.put(model_bytes), options, job_id, onnx_ref)
+        if config.staged_pipeline:
+            from workflows.staged_pool import StagedPool
+
+            pool: Any = StagedPool(config, ray.put(model_bytes), options, job_id, onnx_ref, model)
+        else:
+            pool = _WorkerPool(config, ray.put(model_bytes), options, job_id, onnx_ref)
         progress = JobProgress(len(todo), enabled=config.progress)
         try:
             for outcome in pool.run(todo, committer):
@@ -213,14 +248,20 @@ def run_corpus_job(
 
 
 def job_run_id(
-    model_bytes: bytes, inference: Any, limits: DecodeLimits, method: str = "vita"
+    model_bytes: bytes,
+    inference: Any,
+    limits: DecodeLimits,
+    method: str = "vita",
+    standin: DeviceStandIn | None = None,
 ) -> str:
     """The run's identity: what decides the rows (model, inference options, limits,
-    method)."""
+    method, a device stand-in)."""
     digest = hashlib.sha256(model_bytes)
     options = {"inference": dataclasses.asdict(inference), "limits": dataclasses.asdict(limits)}
     if method != "vita":  # VITA's runs keep the identity they had before methods existed
         options["method"] = method
+    if standin is not None:
+        options["standin"] = dataclasses.asdict(standin)
     digest.update(json.dumps(options, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
@@ -257,6 +298,7 @@ class SegmentWorker:
         job_id: str,
         replace: Replace,
         onnx_bytes: bytes | None = None,
+        standin: DeviceStandIn | None = None,
     ):
         import os
 
@@ -269,6 +311,15 @@ class SegmentWorker:
         if onnx_bytes is not None:  # the detector's ONNX graph, run by ONNX Runtime
             model = apply_detector_backend(model, DetectorBackend("onnx"), onnx_bytes)
         self.segmenter = build_segmenter(options.method, model, device=device, dtype=dtype)
+        if standin is not None:  # the staged job's stand-in, run serially here
+            from vis_core.inference.program_segmenter import ProgramSegmenter
+            from vis_core.inference.standin import StandInProgram
+            from vis_core.inference.vita_program import VitaProgram
+
+            real = VitaProgram(model, device=device, dtype=dtype)
+            program = StandInProgram(real, standin.frame_ms / 1000)
+            chunk_frames = model.config.inference.detector_chunk_frames
+            self.segmenter = ProgramSegmenter(program, model.config.input, chunk_frames)
         self.class_names = model.config.class_names
         self.options = dataclasses.replace(options, decode_threads=max(1, threads))
         self.committer = TableCommitter(output_uri, options.run_id, job_id=job_id)
@@ -343,6 +394,7 @@ class _WorkerPool:
                 job_id,
                 _replace(config),
                 onnx_ref,
+                config.standin,
             )
             for _ in range(count)
         ]
@@ -370,7 +422,7 @@ class _WorkerPool:
                     yield ray.get(ref)
                 except (RayActorError, RayTaskError) as error:
                     # The worker died on every attempt, or the commit itself failed.
-                    yield self._record_failure(committer, video, error)
+                    yield record_failure(self.config, self.options, committer, video, error)
 
     def shutdown(self) -> None:
         """Stop the workers now (an interrupted job leaves no actor holding CPUs)."""
@@ -379,29 +431,34 @@ class _WorkerPool:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
 
-    def _record_failure(
-        self, committer: TableCommitter, video: CorpusVideo, error: Exception
-    ) -> VideoOutcome:
-        message = (
-            f"the worker failed {self.config.max_attempts} times while processing this "
-            f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
-        )
-        record = VideoRecord(
-            video.video_id, video.uri, self.options.model, self.options.run_id, self.options.method
-        )
-        result = committer.commit(failed_rows(record, message), replace=_replace(self.config))
-        if not result.won and result.claim.status == STATUS_OK:
-            message = None  # the worker committed the video before it died
-        return VideoOutcome(
-            video.video_id,
-            result.claim.status,
-            message,
-            0,
-            0,
-            0.0,
-            worker_pid=-1,
-            committed_elsewhere=_elsewhere(result, committer.job_id),
-        )
+
+def record_failure(
+    config: CorpusJobConfig,
+    options: ProcessOptions,
+    committer: TableCommitter,
+    video: CorpusVideo,
+    error: Exception,
+) -> VideoOutcome:
+    """Commit the `failed` row of a video whose workers died `max_attempts` times (or
+    whose commit failed), from the driver."""
+    message = (
+        f"the worker failed {config.max_attempts} times while processing this "
+        f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
+    )
+    record = VideoRecord(video.video_id, video.uri, options.model, options.run_id, options.method)
+    result = committer.commit(failed_rows(record, message), replace=_replace(config))
+    if not result.won and result.claim.status == STATUS_OK:
+        message = None  # the worker committed the video before it died
+    return VideoOutcome(
+        video.video_id,
+        result.claim.status,
+        message,
+        0,
+        0,
+        0.0,
+        worker_pid=-1,
+        committed_elsewhere=_elsewhere(result, committer.job_id),
+    )
 
 
 def _cpus_per_node() -> float:
@@ -429,6 +486,7 @@ def _record(config: CorpusJobConfig, summary: CorpusJobSummary) -> str | None:
                 "run_id": summary.run_id,
                 "use_gpu": config.use_gpu,
                 "detector_backend": config.detector_backend.kind,
+                "pipeline": "staged" if config.staged_pipeline else "single",
                 "retry_failed": config.retry_failed,
                 "limits": config.limits,
             },

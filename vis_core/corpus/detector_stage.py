@@ -50,7 +50,8 @@ class DetectorReport:
     """What the detector stage says of a video after a pass (see the module docstring).
 
     header: the first pass's (None when the video could not be opened); selection: the
-    top-k instances (`ok` and `long`); timestamps `[T]` of the first pass; seconds: CPU
+    top-k instances (`ok` and `long`); chunks: the `MaskLogits` that follow an `ok`
+    report; timestamps `[T]` of the first pass; seconds: CPU
     seconds by stage (decoding and resizing included, as the chunks report them);
     decode_s, inference_s: wall seconds decoding, and on the actor.
     """
@@ -59,6 +60,7 @@ class DetectorReport:
     error: str | None = None
     header: VideoHeader | None = None
     selection: VideoSelection | None = None
+    chunks: int = 0
     num_frames: int = 0
     timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     seconds: StageSeconds = field(default_factory=StageSeconds)
@@ -154,7 +156,7 @@ class DetectorStage:
         self._entries.pop(key, None)
         if len(masks) > slots:
             raise ValueError(f"{len(masks)} chunks of mask logits for {slots} slots")
-        report = entry.report(OK, selection=selection)
+        report = entry.report(OK, selection=selection, chunks=len(masks))
         return report, [*masks, *[None] * (slots - len(masks))]
 
     def second_pass(self, key: Hashable, item: DecodeItem | BaseException) -> MaskLogits | None:

@@ -31,6 +31,7 @@ selected instances, h x w the stride-4 grid of the padded input.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -216,7 +217,9 @@ class VitaProgram:
 
     def _images(self, chunks: Sequence[PreparedChunk]) -> Tensor:
         """Normalised, padded `[t, 3, H', W']` on the device from chunks of one size."""
-        frames = [torch.from_numpy(chunk.frames) for chunk in chunks]
+        with warnings.catch_warnings():  # read-only (Ray's shared memory): only read here
+            warnings.simplefilter("ignore", UserWarning)
+            frames = [torch.from_numpy(chunk.frames) for chunk in chunks]
         batch = frames[0] if len(frames) == 1 else torch.cat(frames)
         return self.model.detector.preprocess(batch.to(self.device))
 

@@ -1,0 +1,66 @@
+"""Options of the corpus job's staged pipeline (`workflows/staged_pool.py`) and of the
+device stand-in that measures it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PIPELINES = ("auto", "single", "staged")
+
+
+@dataclass(frozen=True)
+class StagedOptions:
+    """The staged pipeline's bounds: what may wait between its stages.
+
+    videos_per_detector: videos a detector actor holds at once, each decoding in its own
+        task (a short one keeps up to `long_video_frames` frames of mask features on the
+        device until its last frame is in);
+    batch_frames: most frames in one detector call (chunks of several videos fill it;
+        None: twice the model's `detector_chunk_frames`);
+    calls_per_detector: calls queued on a detector actor (one runs, the next waits, so
+        the device never waits for the driver);
+    chunks_per_video: decoded chunks of a video waiting for the detector at most;
+    mask_tasks: mask tasks running at once (None: the cluster's CPUs less the detector
+        actors', at least 1); mask_backlog: chunks of mask logits waiting for them past
+        which no video is started and second passes pause (None: twice `mask_tasks`);
+    commit_tasks: commits running at once;
+    decode_threads: FFmpeg threads of each decoding task.
+    """
+
+    videos_per_detector: int = 3
+    batch_frames: int | None = None
+    calls_per_detector: int = 2
+    chunks_per_video: int = 2
+    mask_tasks: int | None = None
+    mask_backlog: int | None = None
+    commit_tasks: int = 2
+    decode_threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in (
+            "videos_per_detector",
+            "calls_per_detector",
+            "chunks_per_video",
+            "commit_tasks",
+            "decode_threads",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("batch_frames", "mask_tasks", "mask_backlog"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+
+
+@dataclass(frozen=True)
+class DeviceStandIn:
+    """The model on each detector's device replaced by `vis_core.inference.standin`:
+    `frame_ms` device milliseconds per frame, no CPU. For measuring whether the job would
+    feed a device of that speed (benchmarks/bench_feed.py); part of the run's identity, so
+    its rows never pass for the model's."""
+
+    frame_ms: float
+
+    def __post_init__(self) -> None:
+        if self.frame_ms < 0:
+            raise ValueError(f"frame_ms must be >= 0, got {self.frame_ms}")
