@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from tests.media import smooth_frames
-from vis_core.corpus.chunks import PreparedChunk, VideoFailure, VideoHeader, decode_items
+from vis_core.corpus.chunks import VideoFailure, VideoHeader, decode_items
 from vis_core.corpus.detector_stage import FAILED, LONG, OK, RETRY, DetectorStage
 from vis_core.corpus.listing import CorpusVideo
-from vis_core.inference.frames import input_geometry
+from vis_core.inference.frames import PreparedChunk, input_geometry
 from vis_core.inference.instances import VideoInstances
 from vis_core.inference.mask_chunks import assemble_instances, encode_mask_logits
 from vis_core.inference.program_segmenter import ProgramSegmenter

@@ -29,6 +29,7 @@ from vis_core.corpus.listing import CorpusVideo
 from vis_core.inference.frames import (
     FrameSourceError,
     InputGeometry,
+    PreparedChunk,
     input_geometry,
     resize_frames,
 )
@@ -46,27 +47,6 @@ class VideoHeader:
     width: int
     height: int
     geometry: InputGeometry
-
-
-@dataclass(frozen=True)
-class PreparedChunk:
-    """Consecutive frames of one video, ready for the detector.
-
-    first_frame: the video index of the first; frames `[t, H_r, W_r, 3]` uint8 RGB at the
-    resized size of `geometry`; timestamps `[t]` float64 seconds; decode_cpu_s and
-    resize_cpu_s: CPU seconds spent making them; decode_s: wall seconds of both.
-    """
-
-    first_frame: int
-    frames: np.ndarray
-    timestamps: np.ndarray
-    geometry: InputGeometry
-    decode_cpu_s: float = 0.0
-    resize_cpu_s: float = 0.0
-    decode_s: float = 0.0
-
-    def __len__(self) -> int:
-        return int(self.frames.shape[0])
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,12 @@ import numpy as np
 
 from vis_core.corpus.chunks import (
     DecodeItem,
-    PreparedChunk,
     VideoFailure,
     VideoHeader,
     failure_message,
 )
 from vis_core.corpus.stage_seconds import StageSeconds
+from vis_core.inference.frames import PreparedChunk
 from vis_core.inference.mask_chunks import MaskLogits, VideoSelection
 from vis_core.inference.vita_program import DeviceProgram, detector_batches
 

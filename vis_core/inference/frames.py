@@ -3,7 +3,8 @@
 A `FrameSource` is a callable returning a fresh iterator of RGB frames `[H, W, 3]` uint8
 at the original size (long videos read it twice), or a re-iterable such as a list.
 Frames are resized as detectron2's test-time `ResizeShortestEdge`, normalised and
-zero-padded by `FrameDetector.preprocess`.
+zero-padded by `FrameDetector.preprocess`. A `PreparedChunk` is a chunk already resized
+(the staged corpus job resizes on the CPU and pads on the device).
 
 Dimension letters: t frames of a chunk, H x W the original size, H' x W' the padded input.
 """
@@ -40,6 +41,27 @@ class InputGeometry:
     resized_width: int
     padded_height: int
     padded_width: int
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """Consecutive frames of one video, ready for the detector.
+
+    first_frame: the video index of the first; frames `[t, H_r, W_r, 3]` uint8 RGB at the
+    resized size of `geometry`; timestamps `[t]` float64 seconds; decode_cpu_s and
+    resize_cpu_s: CPU seconds spent making them; decode_s: wall seconds of both.
+    """
+
+    first_frame: int
+    frames: np.ndarray
+    timestamps: np.ndarray
+    geometry: InputGeometry
+    decode_cpu_s: float = 0.0
+    resize_cpu_s: float = 0.0
+    decode_s: float = 0.0
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
 
 
 def resized_input_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from vis_core.corpus.chunks import PreparedChunk
 from vis_core.inference.frames import (
     FrameSource,
     FrameSourceError,
     InputGeometry,
+    PreparedChunk,
     _frame_batches,
     input_geometry,
     open_frames,

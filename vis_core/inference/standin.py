@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vis_core.corpus.chunks import PreparedChunk
-from vis_core.inference.frames import FrameSourceError, InputGeometry
+from vis_core.inference.frames import FrameSourceError, InputGeometry, PreparedChunk
 from vis_core.inference.mask_chunks import MaskLogits, VideoSelection
 from vis_core.inference.vita_program import VitaProgram
 

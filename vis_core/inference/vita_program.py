@@ -39,8 +39,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from vis_core.corpus.chunks import PreparedChunk
-from vis_core.inference.frames import FrameSourceError, InputGeometry
+from vis_core.inference.frames import FrameSourceError, InputGeometry, PreparedChunk
 from vis_core.inference.mask_chunks import MaskLogits, VideoSelection
 from vis_core.inference.segmenter import (
     VideoQuerySelection,
