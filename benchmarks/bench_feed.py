@@ -9,13 +9,14 @@ actor), both pipelines (`single`: one actor does everything for a video; `staged
 
 Clips: the first 64-frame stretches of the real 1280x720 clips in `../shared/videos` (or
 `VIS_BENCH_FEED_VIDEOS`; synthetic moving boxes where there are none), re-encoded at
-1280x720 and at 640x360 (H.264, crf 23), 8 videos a size. Rows:
+1280x720 and at 640x360 (H.264, crf 23), 12 videos a size. Rows:
 - capacity: the stand-in's frames/s (1000 / ms per frame); achieved: frames/s in the
-  steady state, the frames of the videos committed after the first over the time from the
-  first commit to the last (so the workers' start-up is left out); fraction: their ratio;
-- CPU-ms per frame per stage (staged path; `vis_core.corpus.stage_seconds`), and of every
-  process of the job together (driver, Ray's own, workers) over the same window: `all`,
-  the figure that sizes the CPUs a GPU needs.
+  steady state, the frames of the videos committed after the third over the time from
+  that commit to the last (start-up and the first videos' burst left out); fraction:
+  their ratio;
+- CPU-ms per frame: of every process of the job together (driver, Ray's own, workers)
+  over the same window (`all`: the figure that sizes the CPUs a GPU needs), of the driver
+  alone, and per stage (staged path, `vis_core.corpus.stage_seconds`, the same videos).
 
 `VIS_BENCH_FEED_MS` sets the stand-in's ms per frame (default 20; a comma-separated list
 runs each, e.g. `20,4.35` for 46 and 230 frames/s).
@@ -32,8 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEOS = 8
+VIDEOS = 12
 FRAMES = 64
+# The steady state starts at this commit: the first videos start together (and their
+# workers with them), so their commits come in a burst.
+SKIP = 3
 SIZES = (("360p", 360, 640), ("720p", 720, 1280))
 STAGES = ("decode", "resize", "detect", "head", "masks", "commit")
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "videos"
@@ -50,13 +54,18 @@ class _Run:
     times: list[float] = field(default_factory=list)  # when each video was committed
     frames: list[int] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)  # the job's processes' CPU seconds then
+    driver_s: list[float] = field(default_factory=list)  # the driver's
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     failed: int = 0
 
     @property
+    def steady_frames(self) -> int:
+        return sum(self.frames[SKIP:])
+
+    @property
     def achieved(self) -> float:
-        """Frames/s from the first commit to the last."""
-        return sum(self.frames[1:]) / (self.times[-1] - self.times[0])
+        """Frames/s in the steady state."""
+        return self.steady_frames / (self.times[-1] - self.times[SKIP - 1])
 
     @property
     def capacity(self) -> float:
@@ -64,11 +73,15 @@ class _Run:
 
     @property
     def cpu_ms_per_frame(self) -> float:
-        """CPU-ms of all the job's processes per frame, from the first commit to the last."""
-        return 1000 * (self.cpu_s[-1] - self.cpu_s[0]) / sum(self.frames[1:])
+        """CPU-ms of all the job's processes per frame in the steady state."""
+        return 1000 * (self.cpu_s[-1] - self.cpu_s[SKIP - 1]) / self.steady_frames
+
+    @property
+    def driver_ms_per_frame(self) -> float:
+        return 1000 * (self.driver_s[-1] - self.driver_s[SKIP - 1]) / self.steady_frames
 
     def stage_ms(self, name: str) -> float:
-        return 1000 * self.stages[name] / sum(self.frames)
+        return 1000 * self.stages[name] / self.steady_frames
 
 
 def _source_frames(count: int) -> Iterator[np.ndarray]:
@@ -145,9 +158,10 @@ def _run(folder: Path, output: Path, size: str, pipeline: str, frame_ms: float) 
     def seen(outcome: VideoOutcome) -> None:
         result.times.append(time.perf_counter())
         result.cpu_s.append(_job_cpu_s())
+        result.driver_s.append(time.process_time())
         result.frames.append(outcome.num_frames)
         result.failed += outcome.status != "ok"
-        if outcome.stages is not None:
+        if outcome.stages is not None and len(result.frames) > SKIP:
             for name in STAGES:
                 result.stages[name] += getattr(outcome.stages, name)
 
@@ -191,13 +205,14 @@ def run() -> None:
         f"{load:.1f} before, {os.getloadavg()[0]:.1f} after (on {os.cpu_count()} cores)"
     )
     header = ("size", "pipeline", "ms/frame", "capacity", "achieved", "fraction", "CPU-ms all")
+    header += ("driver",)
     print("  ".join(f"{h:>10}" for h in (*header, *STAGES)))
     for r in runs:
         stages = [f"{r.stage_ms(name):10.2f}" for name in STAGES] if r.pipeline == "staged" else []
         print(
             f"{r.size:>10}  {r.pipeline:>10}  {r.frame_ms:10.2f}  {r.capacity:10.1f}  "
             f"{r.achieved:10.1f}  {r.achieved / r.capacity:10.2f}  {r.cpu_ms_per_frame:10.1f}  "
-            + "  ".join(stages)
+            f"{r.driver_ms_per_frame:10.2f}  " + "  ".join(stages)
         )
     print("CPU cores a GPU needs (staged: all the job's CPU-ms per frame x frames/s):")
     for r in runs:

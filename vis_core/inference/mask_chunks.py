@@ -1,19 +1,20 @@
 """A video's masks chunk by chunk, made apart from the device that found them.
 
 The device side of the staged corpus job (`vis_core.inference.vita_program`) gives, for
-each chunk of a video's frames, the stride-4 mask logits of the video's k selected
-instances (`MaskLogits`, in the device's dtype, `mask_chunk_frames` frames per tensor as
-`VideoSegmenter` makes them), with the sums their scores need already taken on the
-device, where the dense upsampling they need is cheap. What is left needs no device and
-grows with the original frame size: `encode_mask_logits` upsamples the logits to the
-resized frame, makes the masks at the original size and their RLE
-(`vis_core.inference.mask_upsampling`); `assemble_instances` puts a video's chunks together.
+each chunk of a video's frames, the mask logits of the video's k selected instances
+upsampled to the resized frame, as `VideoSegmenter` makes them (`mask_chunk_frames`
+frames at a time), with the sums their scores need already taken: the dense upsampling
+they need is cheap there. It hands over only a window of them per instance, around its
+positive logits (`vis_core.inference.mask_windows`: a few percent of the frame). What is
+left needs no device and grows with the original frame size: `encode_mask_logits` makes
+the masks at the original size and their RLE; `assemble_instances` puts a video's chunks
+together.
 
 The result is `VideoSegmenter`'s: the same operations in the same order, so bit for bit
 the same on the CPU.
 
-Dimension letters: k selected instances, t frames of a chunk, n parts of a chunk, h x w
-the stride-4 mask grid of the padded input, H x W the original size.
+Dimension letters: k selected instances, t frames of a chunk, n parts of a chunk, h_r x
+w_r the resized frame, H x W the original size.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from torch import Tensor
 
 from vis_core.inference.frames import InputGeometry
 from vis_core.inference.instances import VideoInstances
-from vis_core.inference.mask_upsampling import upsampled_masks
-from vis_core.inference.segmenter import SCORE_EPSILON, cropped_logits
+from vis_core.inference.mask_windows import LogitWindow, logit_window, windowed_masks
+from vis_core.inference.segmenter import SCORE_EPSILON, ScoredLogits
 from vis_core.masks import RLE
 
 
@@ -47,22 +48,39 @@ class VideoSelection:
 
 @dataclass(frozen=True)
 class MaskLogits:
-    """Mask logits of a video's k selected instances over consecutive frames.
+    """Mask logits of a video's k selected instances over consecutive frames, at the
+    resized frame (`ScoredLogits.logits`).
 
-    first_frame: the video index of the first frame; logits: n parts `[k, t_i, h, w]` on
-    the CPU, in the dtype the device made them; soft_sum, hard_count `[n, k]` float32: per
-    part, `ScoredLogits.soft_sum` and `.hard_count` summed over its frames.
+    first_frame: the video index of the first frame; frames: the n parts' frame counts
+    t_i; windows: per part, per instance, the window around its positive logits `[t_i,
+    ., .]` (None: none is positive); soft_sum, hard_count `[n, k]` float32: per part,
+    `ScoredLogits.soft_sum` and `.hard_count` summed over its frames.
     """
 
     first_frame: int
-    logits: tuple[Tensor, ...]
+    frames: tuple[int, ...]
+    windows: tuple[tuple[LogitWindow | None, ...], ...]
     soft_sum: Tensor
     hard_count: Tensor
     geometry: InputGeometry
 
     @property
     def num_frames(self) -> int:
-        return sum(int(part.shape[1]) for part in self.logits)
+        return sum(self.frames)
+
+
+def mask_logits(
+    first_frame: int, parts: Sequence[ScoredLogits], geometry: InputGeometry
+) -> MaskLogits:
+    """`MaskLogits` of consecutive parts' scored logits (any device)."""
+    return MaskLogits(
+        first_frame=first_frame,
+        frames=tuple(int(part.logits.shape[1]) for part in parts),
+        windows=tuple(tuple(logit_window(maps) for maps in part.logits) for part in parts),
+        soft_sum=torch.stack([part.soft_sum.sum(1) for part in parts]).cpu(),
+        hard_count=torch.stack([part.hard_count.sum(1) for part in parts]).cpu(),
+        geometry=geometry,
+    )
 
 
 @dataclass(frozen=True)
@@ -92,11 +110,10 @@ def encode_mask_logits(chunk: MaskLogits) -> EncodedMaskChunk:
     tracks: list[list[RLE]] = [[] for _ in range(count)]
     areas: list[np.ndarray] = []  # [k, t_i] per part
     boxes: list[np.ndarray] = []  # [k, t_i, 4] per part
-    for logits in chunk.logits:
-        frames = logits.shape[1]
-        cropped = cropped_logits(logits, geometry)  # [k, t_i, h_r, w_r]
-        encoded = upsampled_masks(
-            cropped.flatten(0, 1), geometry.height, geometry.width
+    resized = (geometry.resized_height, geometry.resized_width)
+    for frames, windows in zip(chunk.frames, chunk.windows, strict=True):
+        encoded = windowed_masks(
+            windows, frames, resized, geometry.height, geometry.width
         )  # k * t_i masks, instance-major
         rles = encoded.rles()
         for index, track in enumerate(tracks):

@@ -21,10 +21,12 @@ import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from vis_core.inference.frames import FrameSourceError, InputGeometry, PreparedChunk
 from vis_core.inference.mask_chunks import MaskLogits, VideoSelection
+from vis_core.inference.mask_windows import LogitWindow
 from vis_core.inference.vita_program import VitaProgram
 
 _DEVICE = threading.Lock()  # one device per process, as one GPU per detector actor
@@ -155,11 +157,20 @@ class StandInProgram:
     def _masks(self, one: MaskLogits, first_frame: int, frames: int) -> MaskLogits:
         """`one` frame's logits repeated over `frames` frames, in parts as the real ones."""
         counts = [min(self._step, frames - start) for start in range(0, frames, self._step)]
-        frame_logits = one.logits[0][:, :1]  # [k, 1, h, w]
         return MaskLogits(
             first_frame=first_frame,
-            logits=tuple(frame_logits.expand(-1, count, -1, -1).contiguous() for count in counts),
+            frames=tuple(counts),
+            windows=tuple(
+                tuple(_repeated(window, count) for window in one.windows[0]) for count in counts
+            ),
             soft_sum=torch.stack([one.soft_sum[0] * count for count in counts]),
             hard_count=torch.stack([one.hard_count[0] * count for count in counts]),
             geometry=one.geometry,
         )
+
+
+def _repeated(window: LogitWindow | None, count: int) -> LogitWindow | None:
+    """A one-frame window over `count` frames (a copy: as many bytes as real ones)."""
+    if window is None:
+        return None
+    return LogitWindow(window.top, window.left, np.repeat(window.values[:1], count, axis=0))

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from vis_core.inference.frames import FrameSourceError, InputGeometry, PreparedChunk
-from vis_core.inference.mask_chunks import MaskLogits, VideoSelection
+from vis_core.inference.mask_chunks import MaskLogits, VideoSelection, mask_logits
 from vis_core.inference.segmenter import (
     VideoQuerySelection,
     check_inference_config,
@@ -230,23 +230,17 @@ class VitaProgram:
         geometry: InputGeometry,
     ) -> MaskLogits:
         """`[t, C, h, w]` mask features -> `MaskLogits`, `mask_chunk_frames` at a time."""
-        parts, soft_sum, hard_count = [], [], []
         step = self.config.mask_chunk_frames
-        for start in range(0, features.shape[0], step):
-            logits = self.model.vita.video_mask_logits(
-                selection.mask_embed, features[start : start + step]
-            )  # [k, t, h, w]
-            scored = scored_logits(logits, geometry)
-            soft_sum.append(scored.soft_sum.sum(1))
-            hard_count.append(scored.hard_count.sum(1))
-            parts.append(logits.cpu())
-        return MaskLogits(
-            first_frame=first_frame,
-            logits=tuple(parts),
-            soft_sum=torch.stack(soft_sum).cpu(),
-            hard_count=torch.stack(hard_count).cpu(),
-            geometry=geometry,
-        )
+        parts = [
+            scored_logits(
+                self.model.vita.video_mask_logits(
+                    selection.mask_embed, features[start : start + step]
+                ),  # [k, t, h, w]
+                geometry,
+            )
+            for start in range(0, features.shape[0], step)
+        ]
+        return mask_logits(first_frame, parts, geometry)
 
 
 def detector_batches(
