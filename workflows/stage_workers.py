@@ -1,17 +1,20 @@
-"""The Ray processes of the staged corpus job: decoding tasks, detector actors, mask tasks and
-commit tasks, each a thin shell over its stage in `vis_core` (`workflows/staged_pool.py`
-schedules them).
+"""The Ray processes of the staged corpus job: decoder, detector and finisher actors, each a
+thin shell over its stage in `vis_core` (`workflows/staged_pool.py` schedules them).
 
-- `decode_pass`: a streaming generator task, one per pass over a video
+- `DecoderActor.decode_pass`: a streaming generator, one per pass over a video
   (`vis_core.corpus.chunks.decode_items`): a header, then resized chunks.
 - `DetectorActor`: the model on its device (`VitaProgram`, or its stand-in) behind a
   `DetectorStage`; takes chunk references and resolves them itself, so that a chunk whose
   decoding process died fails its own video only.
-- `encode_masks`: a chunk's masks at the original size and their RLE.
-- `commit_video`: a video's rows from its reports and encoded chunks, committed with the
-  `TableCommitter` protocol (so exactly once, as on the single-actor path).
+- `FinisherActor`: `encode` makes a chunk's masks at the original size and their RLE;
+  `commit` makes a video's rows from its reports and encoded chunks and commits them with
+  the `TableCommitter` protocol (so exactly once, as on the single-actor path).
 
-Tasks set one torch thread: their parallelism is the number of tasks.
+The stages are actors, not tasks: they ask Ray for no CPU (their number is bounded by the
+driver) and stay up for the job, where tasks past a node's CPU count would have their idle
+worker processes stopped and started again, each start importing torch (a few CPU-seconds:
+on 2 cores, more than the work itself). They use one torch thread each: their parallelism
+is their number.
 """
 
 from __future__ import annotations
@@ -37,24 +40,51 @@ from workflows.corpus_job import VideoOutcome, _elsewhere, _peak_memory_bytes
 from workflows.staged_options import DeviceStandIn
 
 
-def decode_pass(
-    video: CorpusVideo,
-    limits: DecodeLimits,
-    input_config: InputConfig,
-    chunk_frames: int,
-    threads: int,
-) -> Iterator[DecodeItem]:
-    import torch
+class DecoderActor:
+    """Decodes one video at a time for a detector actor."""
 
-    torch.set_num_threads(1)
-    yield from decode_items(video, limits, input_config, chunk_frames, threads)
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+
+    def decode_pass(
+        self,
+        video: CorpusVideo,
+        limits: DecodeLimits,
+        input_config: InputConfig,
+        chunk_frames: int,
+        threads: int,
+    ) -> Iterator[DecodeItem]:
+        import ray
+
+        for item in decode_items(video, limits, input_config, chunk_frames, threads):
+            yield item
+            if ray.get_runtime_context().is_canceled():  # the video starts again elsewhere
+                return
 
 
-def encode_masks(logits: MaskLogits | None) -> EncodedMaskChunk | None:
-    import torch
+class FinisherActor:
+    """Makes masks and commits videos."""
 
-    torch.set_num_threads(1)
-    return None if logits is None else encode_mask_logits(logits)
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+
+    def encode(self, logits: MaskLogits | None) -> EncodedMaskChunk | None:
+        return None if logits is None else encode_mask_logits(logits)
+
+    def commit(
+        self,
+        job: CommitJob,
+        video: CorpusVideo,
+        reports: Sequence[DetectorReport],
+        started: float,
+        failure: str | None,
+        *encoded: EncodedMaskChunk | None,
+    ) -> VideoOutcome:
+        return commit_video(job, video, reports, started, failure, *encoded)
 
 
 @dataclass(frozen=True)

@@ -12,26 +12,27 @@ PIPELINES = ("auto", "single", "staged")
 class StagedOptions:
     """The staged pipeline's bounds: what may wait between its stages.
 
-    videos_per_detector: videos a detector actor holds at once, each decoding in its own
-        task (a short one keeps up to `long_video_frames` frames of mask features on the
-        device until its last frame is in);
+    videos_per_detector: videos a detector actor holds at once, each with its own decoder
+        (a short one keeps up to `long_video_frames` frames of mask features on the device
+        until its last frame is in);
     batch_frames: most frames in one detector call (chunks of several videos fill it;
         None: twice the model's `detector_chunk_frames`);
     calls_per_detector: calls queued on a detector actor (one runs, the next waits, so
         the device never waits for the driver);
     chunks_per_video: decoded chunks of a video waiting for the detector at most;
-    mask_tasks: mask tasks running at once (None: the cluster's CPUs less the detector
-        actors', at least 1); mask_backlog: chunks of mask logits waiting for them past
-        which no video is started and second passes pause (None: twice `mask_tasks`);
+    finishers: actors making masks and committing, one chunk or video at a time each
+        (None: the cluster's CPUs less the detector actors', at least one per detector
+        actor); mask_backlog: chunks of mask logits waiting for them past which no video
+        is started and second passes pause (None: twice `finishers`);
     commit_tasks: commits running at once;
-    decode_threads: FFmpeg threads of each decoding task.
+    decode_threads: FFmpeg threads of each decoder.
     """
 
     videos_per_detector: int = 3
     batch_frames: int | None = None
     calls_per_detector: int = 2
     chunks_per_video: int = 2
-    mask_tasks: int | None = None
+    finishers: int | None = None
     mask_backlog: int | None = None
     commit_tasks: int = 2
     decode_threads: int = 1
@@ -46,7 +47,7 @@ class StagedOptions:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("batch_frames", "mask_tasks", "mask_backlog"):
+        for name in ("batch_frames", "finishers", "mask_backlog"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")

@@ -1,33 +1,34 @@
 """The staged corpus job: decoding, the device and the masks in separate stages, with bounded
 queues between them.
 
-    decode_pass tasks --chunks--> DetectorActor pool --mask logits--> encode_masks tasks
-    (CPU, one per video)          (one per GPU; batches              (CPU)       |
-                                   frames across videos; VITA)                   v
-                                                                   commit_video tasks (CPU)
+    DecoderActors --chunks--> DetectorActor pool --mask logits--> FinisherActors: masks
+    (CPU, one per open          (one per GPU; batches                  (CPU)  |
+     video)                      frames across videos; VITA)                  v
+                                                                  FinisherActors: commits
 
 The driver (`StagedPool.run`) holds every queue and moves references only: frames, logits
 and masks stay in the object store. A video is given to one detector actor, which keeps its
 state on the device (frame queries; mask features while the video is short). Its frames
-come from a streaming decoding task, resized to the network's input; the driver hands an
-actor the ready chunks of all its videos together (up to `batch_frames`), so one detector
-call can hold several videos' frames. After a video's last chunk the actor runs VITA and
-returns the mask logits of the selected instances, one object per chunk; a long video is
-decoded again and its mask logits come chunk by chunk from the second pass. Mask tasks make
-the masks at the original size and their RLE; a commit task makes the rows and commits
-them with the single-actor path's `TableCommitter` protocol.
+come from a streaming decoder (one per video the actor holds), resized to the network's
+input; the driver hands an actor the ready chunks of all its videos together (up to
+`batch_frames`), so one detector call can hold several videos' frames. After a video's
+last chunk the actor runs VITA and returns the mask logits of the selected instances, one
+object per chunk (windows around the masks); a long video is decoded again and its mask
+logits come chunk by chunk from the second pass. Finisher actors make the masks at the
+original size and their RLE, then the rows, and commit them with the single-actor path's
+`TableCommitter` protocol.
 
-Bounds (`StagedOptions`): videos per detector actor (so decoding tasks, and mask features
-on the device), calls queued per actor, decoded chunks per video (generator backpressure
-plus the driver's count), mask tasks running and mask logits waiting, commits running.
-Stage tasks ask Ray for no CPU, since their number is bounded here: a decoding task paused
-by backpressure would otherwise hold a CPU the mask tasks need (on a 2-CPU node that stalls
-the job). They run on their detector actor's node: their data is there, and it is that
-node's CPUs that must feed its GPU.
+Bounds (`StagedOptions`): videos per detector actor (so decoders, and mask features on the
+device), calls queued per actor, decoded chunks per video (generator backpressure plus the
+driver's count), finishers (one mask chunk or commit each at a time) and mask logits
+waiting, commits running. The stage actors ask Ray for no CPU, since their number is
+bounded here (a decoder paused by backpressure would otherwise hold a CPU the finishers
+need: on a 2-CPU node that stalls the job), and live on their detector actor's node: their
+data is there, and it is that node's CPUs that must feed its GPU.
 
 Failures: a video that cannot be decoded or segmented gets its `failed` row from the commit
-task, with the single-actor path's message. A detector actor that dies is restarted by Ray;
-the videos it held, like a video whose decoding process died, start again from their first
+actor, with the single-actor path's message. A detector actor that dies is restarted by Ray;
+the videos it held, like a video whose decoder died, start again from their first
 frame, up to `max_attempts` times, then get a `failed` row that says so. Commits are
 idempotent (claims), so nothing is duplicated. An interrupted job waits for its commits in
 flight, cancels the rest and stops its actors.
@@ -48,13 +49,7 @@ from vis_core.corpus.process import ProcessOptions
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.tables.commit import TableCommitter
 from workflows.corpus_job import CorpusJobConfig, VideoOutcome, _replace, record_failure
-from workflows.stage_workers import (
-    CommitJob,
-    DetectorActor,
-    commit_video,
-    decode_pass,
-    encode_masks,
-)
+from workflows.stage_workers import CommitJob, DecoderActor, DetectorActor, FinisherActor
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +78,7 @@ class _Video:
     phase: str = QUEUED
     key: str = ""
     actor: int = -1
+    slot: int = -1  # its decoder among its actor's
     generation: int = 0  # of its actor when given to it
     started: float = 0.0  # time.time() of the first attempt
     generator: Any = None  # the decoding task of the current pass
@@ -90,7 +86,8 @@ class _Video:
     waiting: int = 0  # of those, the ones whose call has not returned
     slots: list[Any] = field(default_factory=list)  # mask logits refs from `finish`
     reports: list[DetectorReport] = field(default_factory=list)
-    queued_masks: int = 0  # mask logits waiting for a mask task
+    queued_masks: int = 0  # mask logits waiting for a finisher
+    running_masks: int = 0  # mask logits on a finisher
     encoded: list[Any] = field(default_factory=list)  # encoded chunk refs, in frame order
     failure: str | None = None
 
@@ -116,6 +113,7 @@ class _Call:
     generation: int = 0
     first: bool = False
     result: Any = None  # a second pass's mask logits
+    finisher: int = -1
 
 
 class StagedPool:
@@ -160,28 +158,34 @@ class StagedPool:
         ]
         self.nodes = [node for node, _ in ray.get([a.where.remote() for a in self.actors])]
         free_cpus = int(resources.get("CPU", 1) - count * actor_cpus)
-        self.mask_tasks = staged.mask_tasks or max(1, free_cpus)
-        self.mask_backlog = staged.mask_backlog or 2 * self.mask_tasks
+        per_actor = max(1, (staged.finishers or max(1, free_cpus)) // count)
+        self.finisher_count = per_actor * count
+        self.mask_backlog = staged.mask_backlog or 2 * self.finisher_count
+        stage_options = {"num_cpus": 0, "max_restarts": -1}
+        self.decoders = [
+            [
+                self._on(DecoderActor, index, stage_options)
+                for _ in range(staged.videos_per_detector)
+            ]
+            for index in range(count)
+        ]
+        finisher_options = {**stage_options, "max_task_retries": 2}  # their calls are pure
+        self.finishers = [
+            [self._on(FinisherActor, index, finisher_options) for _ in range(per_actor)]
+            for index in range(count)
+        ]
         self.long_video_frames = model.config.inference.long_video_frames
         class_names = tuple(model.config.class_names)
         self.job = CommitJob(options, config.output_uri, job_id, _replace(config), class_names)
-        self._decode = ray.remote(decode_pass)
-        self._decode_options = {
-            "num_cpus": 0,
-            "max_retries": 0,  # a decoding process that dies: the video starts again
-            "_generator_backpressure_num_objects": staged.chunks_per_video,
-        }
-        self._encode = ray.remote(num_cpus=0)(encode_masks)
-        self._commit = ray.remote(num_cpus=0)(commit_video)
         self._calls: dict[Any, _Call] = {}
         self._decoding: dict[Any, _Video] = {}  # generator -> its video
         self._pending: deque[_Video] = deque()
         logger.info(
-            "staged pipeline: %d detector actors (%s CPUs each), %d mask tasks, detector "
+            "staged pipeline: %d detector actors (%s CPUs each), %d finishers, detector "
             "calls of up to %d frames",
             count,
             actor_cpus,
-            self.mask_tasks,
+            self.finisher_count,
             batch_frames,
         )
 
@@ -197,7 +201,8 @@ class StagedPool:
         self._generation = [0] * actors  # bumped when an actor is found dead
         self._recovering: dict[int, float] = {}  # dead actor -> when to ask it again
         self._mask_queue: deque[tuple[_Video, str, Any]] = deque()
-        self._masks_running = 0
+        self._finisher_load = [[0] * len(f) for f in self.finishers]
+        self._free_slots = [list(range(len(d))) for d in self.decoders]
         self._commit_queue: deque[_Video] = deque()
         self._commits_running = 0
         remaining = len(self._pending)
@@ -221,11 +226,13 @@ class StagedPool:
                     self._next_item(self._decoding[waitable])
                     continue
                 call = self._calls.pop(waitable)
+                if call.kind in ("mask", "commit"):
+                    self._finisher_load[call.actor][call.finisher] -= 1
                 if call.kind == "commit":
                     remaining -= 1
                     yield self._committed(waitable, call.videos[0][0], committer)
                 elif call.kind == "mask":
-                    self._masks_running -= 1
+                    self._masked(*call.videos[0])
                 elif call.kind == "ping":
                     self._pinged(waitable, call.actor)
                 else:
@@ -243,7 +250,8 @@ class StagedPool:
                 ray.cancel(ref)
         if commits:  # a commit landing after the job has returned would surprise its caller
             ray.wait(commits, num_returns=len(commits), timeout=COMMIT_WAIT_S)
-        for actor in self.actors:
+        stage_actors = [a for group in (*self.decoders, *self.finishers) for a in group]
+        for actor in [*self.actors, *stage_actors]:
             ray.kill(actor, no_restart=True)
 
     # Scheduling.
@@ -259,21 +267,25 @@ class StagedPool:
                 return
             alive = [a for a in range(len(self.actors)) if a not in self._recovering]
             actor = min(alive, key=self._open.__getitem__, default=None)
-            if actor is None or self._open[actor] >= staged.videos_per_detector:
+            if actor is None or not self._free_slots[actor]:
                 return
             video = self._pending.popleft()
             video.actor, video.generation = actor, self._generation[actor]
+            video.slot = self._free_slots[actor].pop()
             video.key = f"{video.index}.{video.attempt}"
             video.started = video.started or time.time()
             video.reports, video.encoded, video.slots = [], [], []
-            video.queued_masks = 0
+            video.queued_masks = video.running_masks = 0
             self._open[actor] += 1
             self._start_pass(video, DECODE)
 
     def _start_pass(self, video: _Video, phase: str) -> None:
         video.phase, video.items, video.waiting = phase, 0, 0
-        options = {**self._decode_options, "scheduling_strategy": self._near(video)}
-        video.generator = self._decode.options(**options).remote(
+        decoder = self.decoders[video.actor][video.slot]
+        backpressure = self.config.staged.chunks_per_video
+        video.generator = decoder.decode_pass.options(
+            _generator_backpressure_num_objects=backpressure
+        ).remote(
             video.video,
             self.options.limits,
             self.input_config,
@@ -282,10 +294,20 @@ class StagedPool:
         )
         self._decoding[video.generator] = video
 
-    def _near(self, video: _Video) -> Any:
+    def _on(self, actor_class: type, index: int, options: dict[str, Any]) -> Any:
+        """A stage actor on the node of detector actor `index`."""
+        import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        return NodeAffinitySchedulingStrategy(self.nodes[video.actor], soft=True)
+        near = NodeAffinitySchedulingStrategy(self.nodes[index], soft=True)
+        return ray.remote(actor_class).options(**options, scheduling_strategy=near).remote()
+
+    def _finisher(self, video: _Video) -> tuple[Any, int]:
+        """The least busy finisher of the video's detector actor, and its index."""
+        load = self._finisher_load[video.actor]
+        index = min(range(len(load)), key=load.__getitem__)
+        load[index] += 1
+        return self.finishers[video.actor][index], index
 
     def _pulling(self) -> list[Any]:
         """The decoding tasks whose next item is wanted now (bounded per video; a long
@@ -339,22 +361,24 @@ class StagedPool:
                 else:
                     self._call(actor.close.remote(op.key), "close", [(op.video, op.key)], index)
                 self._actor_calls[index] += 1
-        while self._mask_queue and self._masks_running < self.mask_tasks:
+        busy = 2 * self.finisher_count  # one running and one next on each finisher
+        while self._mask_queue and sum(map(sum, self._finisher_load)) < busy:
             video, key, ref = self._mask_queue.popleft()
             if video.key != key:
                 continue  # the video started again
-            encoded = self._encode.options(scheduling_strategy=self._near(video)).remote(ref)
+            finisher, index = self._finisher(video)
+            encoded = finisher.encode.remote(ref)
             video.encoded.append(encoded)
             video.queued_masks -= 1
-            self._calls[encoded] = _Call("mask", ((video, key),))
-            self._masks_running += 1
-            self._maybe_commit(video)
+            video.running_masks += 1
+            self._calls[encoded] = _Call("mask", ((video, key),), video.actor, finisher=index)
         while self._commit_queue and self._commits_running < staged.commit_tasks:
             video = self._commit_queue.popleft()
-            ref = self._commit.remote(
+            finisher, index = self._finisher(video)
+            ref = finisher.commit.remote(
                 self.job, video.video, video.reports, video.started, video.failure, *video.encoded
             )
-            self._calls[ref] = _Call("commit", ((video, video.key),))
+            self._calls[ref] = _Call("commit", ((video, video.key),), video.actor, finisher=index)
             self._commits_running += 1
 
     def _slots(self, video: _Video) -> int:
@@ -421,7 +445,7 @@ class StagedPool:
             video.slots = []
             self._start_pass(video, SECOND)
             return
-        self._open[video.actor] -= 1
+        self._release(video)
         if report.status == OK:
             self._queue_masks(video, video.slots[: report.chunks])
         video.slots = []
@@ -433,7 +457,7 @@ class StagedPool:
             self._again(video, RuntimeError(report.error))
             return
         video.reports.append(report)
-        self._open[video.actor] -= 1
+        self._release(video)
         video.phase = MASKS
         self._maybe_commit(video)
 
@@ -442,10 +466,20 @@ class StagedPool:
             self._mask_queue.append((video, video.key, ref))
         video.queued_masks += len(refs)
 
+    def _release(self, video: _Video) -> None:
+        """The video's state has left its detector actor: its place and decoder are free."""
+        self._open[video.actor] -= 1
+        self._free_slots[video.actor].append(video.slot)
+
+    def _masked(self, video: _Video, key: str) -> None:
+        if video.key == key:
+            video.running_masks -= 1
+            self._maybe_commit(video)
+
     def _maybe_commit(self, video: _Video) -> None:
-        """Queue the commit once every mask task of the video is submitted (the commit
-        task waits for their results itself)."""
-        if video.phase != MASKS or video.queued_masks or video.waiting:
+        """Queue the commit once the video's masks are made (a finisher never waits on
+        another's results, so none can wait on a commit queued behind it)."""
+        if video.phase != MASKS or video.queued_masks or video.running_masks or video.waiting:
             return
         if any(report.status == FAILED for report in video.reports):
             video.encoded = []  # no masks for a failed row
@@ -507,7 +541,7 @@ class StagedPool:
             ray.cancel(video.generator)
             del self._decoding[video.generator]
             video.generator = None
-        self._open[video.actor] -= 1
+        self._release(video)
         self._ops[video.actor] = deque(op for op in self._ops[video.actor] if op.video is not video)
         video.key = ""  # what is still in flight for it is stale
         video.slots, video.encoded, video.reports = [], [], []
