@@ -1,7 +1,9 @@
 """The corpus job end to end against the model alone, side by side in one run.
 
 - end to end: `run_corpus_job` on a local folder of videos (listing, reading, decoding,
-  inference, masks, RLE, writing the tables), local Ray, one worker with every CPU;
+  inference, masks, RLE, writing the tables), local Ray, one model actor: on both
+  pipelines (`single`: the actor has every CPU and does all of a video; `staged`: it has
+  every CPU but one, left to the decoders and finishers);
 - model alone: the same model on the same frames already decoded in memory (inference,
   masks and RLE), one process, the same thread count.
 
@@ -46,7 +48,9 @@ def _model_alone(model_file: str | None, videos: list[list[np.ndarray]], device:
     return frames / (time.perf_counter() - start)
 
 
-def _end_to_end(model_file: str | None, corpus: Path, output: Path, use_gpu: bool) -> float:
+def _end_to_end(
+    model_file: str | None, corpus: Path, output: Path, use_gpu: bool, pipeline: str
+) -> float:
     from workflows.corpus_job import CorpusJobConfig, run_corpus_job
 
     summary = run_corpus_job(
@@ -56,6 +60,7 @@ def _end_to_end(model_file: str | None, corpus: Path, output: Path, use_gpu: boo
             model_uri=model_file,
             use_gpu=use_gpu,
             workers=1,
+            pipeline=pipeline,
             track=False,
             progress=False,
         )
@@ -103,19 +108,22 @@ def run() -> None:
             for index, (name, model_file, videos_dir, device) in enumerate(cases):
                 videos = [_decoded(str(p)) for p in sorted(videos_dir.glob("*.mp4"))]
                 alone = _model_alone(model_file, videos, device)
-                output = root / f"tables_{index}"
-                job = _end_to_end(model_file, videos_dir, output, device == "cuda")
                 frames = sum(len(v) for v in videos)
                 size = f"{videos[0][0].shape[1]}x{videos[0][0].shape[0]}"
-                rows.append((name, device, size, len(videos), frames, job, alone))
+                for pipeline in ("single", "staged"):
+                    output = root / f"tables_{index}_{pipeline}"
+                    job = _end_to_end(model_file, videos_dir, output, device == "cuda", pipeline)
+                    row = (name, device, pipeline, size, len(videos), frames, job, alone)
+                    rows.append(row)
         finally:
             ray.shutdown()
     threads = torch.get_num_threads()
     print(f"end to end: the corpus job; alone: the model on decoded frames ({threads} threads)")
-    header = ("model", "device", "size", "videos", "frames", "job fps", "alone fps", "ratio")
+    header = ("model", "device", "pipeline", "size", "videos", "frames", "job fps")
+    header += ("alone fps", "ratio")
     print("  ".join(f"{h:>13}" for h in header))
-    for name, device, size, count, frames, job, alone in rows:
+    for name, device, pipeline, size, count, frames, job, alone in rows:
         print(
-            f"{name:>13}  {device:>13}  {size:>13}  {count:>13}  {frames:>13}  "
+            f"{name:>13}  {device:>13}  {pipeline:>13}  {size:>13}  {count:>13}  {frames:>13}  "
             f"{job:13.1f}  {alone:13.1f}  {job / alone:13.2f}"
         )

@@ -10,13 +10,14 @@ actor), both pipelines (`single`: one actor does everything for a video; `staged
 Clips: the first 64-frame stretches of the real 1280x720 clips in `../shared/videos` (or
 `VIS_BENCH_FEED_VIDEOS`; synthetic moving boxes where there are none), re-encoded at
 1280x720 and at 640x360 (H.264, crf 23), 12 videos a size. Rows:
-- capacity: the stand-in's frames/s (1000 / ms per frame); achieved: frames/s in the
-  steady state, the frames of the videos committed after the third over the time from
-  that commit to the last (start-up and the first videos' burst left out); fraction:
-  their ratio;
+- capacity: the stand-in's frames/s (1000 / ms per frame); achieved: the frames it held
+  the device for over the time from its first frame to its last (its own log: start-up and
+  the last video's masks and commit left out, every wait for frames in between counted);
+  fraction: their ratio, the share of the time the device was kept busy;
 - CPU-ms per frame: of every process of the job together (driver, Ray's own, workers)
-  over the same window (`all`: the figure that sizes the CPUs a GPU needs), of the driver
-  alone, and per stage (staged path, `vis_core.corpus.stage_seconds`, the same videos).
+  from the third commit to the last (start-up and the first videos' burst left out; `all`:
+  the figure that sizes the CPUs a GPU needs), of the driver alone, and per stage (staged
+  path, `vis_core.corpus.stage_seconds`, the videos committed after the third).
 
 `VIS_BENCH_FEED_MS` sets the stand-in's ms per frame (default 20; a comma-separated list
 runs each, e.g. `20,4.35` for 46 and 230 frames/s).
@@ -57,6 +58,7 @@ class _Run:
     driver_s: list[float] = field(default_factory=list)  # the driver's
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     failed: int = 0
+    device: list[tuple[float, float, int]] = field(default_factory=list)  # (start, end, frames)
 
     @property
     def steady_frames(self) -> int:
@@ -64,8 +66,9 @@ class _Run:
 
     @property
     def achieved(self) -> float:
-        """Frames/s in the steady state."""
-        return self.steady_frames / (self.times[-1] - self.times[SKIP - 1])
+        """Frames/s of the device from its first frame to its last."""
+        span = max(end for _, end, _ in self.device) - min(start for start, _, _ in self.device)
+        return sum(frames for _, _, frames in self.device) / span
 
     @property
     def capacity(self) -> float:
@@ -154,6 +157,8 @@ def _run(folder: Path, output: Path, size: str, pipeline: str, frame_ms: float) 
     from workflows.staged_options import DeviceStandIn
 
     result = _Run(size, pipeline, frame_ms)
+    logs = output.with_name(output.name + "_device")
+    logs.mkdir()
 
     def seen(outcome: VideoOutcome) -> None:
         result.times.append(time.perf_counter())
@@ -171,7 +176,7 @@ def _run(folder: Path, output: Path, size: str, pipeline: str, frame_ms: float) 
             output_uri=str(output),
             workers=1,
             pipeline=pipeline,
-            standin=DeviceStandIn(frame_ms),
+            standin=DeviceStandIn(frame_ms, str(logs)),
             track=False,
             progress=False,
         ),
@@ -179,6 +184,11 @@ def _run(folder: Path, output: Path, size: str, pipeline: str, frame_ms: float) 
     )
     if result.failed:
         raise RuntimeError(f"{result.failed} videos of the benchmark failed")
+    for log in logs.iterdir():
+        for line in log.read_text().split("\n"):
+            if line:
+                start, end, frames = line.split()
+                result.device.append((float(start), float(end), int(frames)))
     return result
 
 

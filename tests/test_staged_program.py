@@ -194,15 +194,20 @@ def test_detector_stage_fails_a_video_whose_frames_break_the_model(model: VitaMo
     assert report.status == FAILED and report.error.startswith("ValueError while processing")
 
 
-def test_standin_holds_the_device_and_gives_real_looking_outputs(model: VitaModel) -> None:
+def test_standin_holds_the_device_and_gives_real_looking_outputs(
+    model: VitaModel, tmp_path: Path
+) -> None:
     frames = smooth_frames(11, 48, 80)
     real = VitaProgram(model)
-    standin = StandInProgram(real, frame_s=0.01)
+    standin = StandInProgram(real, frame_s=0.01, log_path=str(tmp_path / "device.log"))
     segmenter = ProgramSegmenter(standin, model.config.input, CHUNK)
     started = time.perf_counter()
     instances = segmenter.segment(list(frames))  # long: 11 frames held twice
     assert time.perf_counter() - started >= 0.22
     assert standin.frames == 22 and standin.busy_s >= 0.22
+    held = [line.split() for line in (tmp_path / "device.log").read_text().splitlines()]
+    assert sum(int(frames) for _, _, frames in held) == 22
+    assert all(float(end) - float(start) >= 0.01 * int(n) for start, end, n in held)
     assert instances.num_frames == 11 and len(instances) == model.config.inference.top_k
     one = VideoSegmenter(model).segment(list(frames[:1]))
     np.testing.assert_array_equal(instances.labels, one.labels)

@@ -261,7 +261,7 @@ def job_run_id(
     if method != "vita":  # VITA's runs keep the identity they had before methods existed
         options["method"] = method
     if standin is not None:
-        options["standin"] = dataclasses.asdict(standin)
+        options["standin"] = {"frame_ms": standin.frame_ms}
     digest.update(json.dumps(options, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
@@ -313,11 +313,9 @@ class SegmentWorker:
         self.segmenter = build_segmenter(options.method, model, device=device, dtype=dtype)
         if standin is not None:  # the staged job's stand-in, run serially here
             from vis_core.inference.program_segmenter import ProgramSegmenter
-            from vis_core.inference.standin import StandInProgram
             from vis_core.inference.vita_program import VitaProgram
 
-            real = VitaProgram(model, device=device, dtype=dtype)
-            program = StandInProgram(real, standin.frame_ms / 1000)
+            program = standin.program(VitaProgram(model, device=device, dtype=dtype))
             chunk_frames = model.config.inference.detector_chunk_frames
             self.segmenter = ProgramSegmenter(program, model.config.input, chunk_frames)
         self.class_names = model.config.class_names

@@ -145,7 +145,6 @@ class DetectorActor:
         import torch
 
         from vis_core.export.backend import DetectorBackend, apply_detector_backend
-        from vis_core.inference.standin import StandInProgram
         from vis_core.inference.vita_program import DeviceProgram, VitaProgram
         from vis_core.modeling.model_file import model_from_bytes
 
@@ -159,7 +158,7 @@ class DetectorActor:
             model, device=device, dtype=dtype, max_batch_frames=batch_frames
         )
         if standin is not None:
-            program = StandInProgram(program, standin.frame_ms / 1000)
+            program = standin.program(program)
         self.stage = DetectorStage(program)
 
     def where(self) -> tuple[str, int]:

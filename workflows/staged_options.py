@@ -4,6 +4,7 @@ device stand-in that measures it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 PIPELINES = ("auto", "single", "staged")
 
@@ -57,11 +58,26 @@ class StagedOptions:
 class DeviceStandIn:
     """The model on each detector's device replaced by `vis_core.inference.standin`:
     `frame_ms` device milliseconds per frame, no CPU. For measuring whether the job would
-    feed a device of that speed (benchmarks/bench_feed.py); part of the run's identity, so
-    its rows never pass for the model's."""
+    feed a device of that speed (benchmarks/bench_feed.py); its frame time is part of the
+    run's identity, so its rows never pass for the model's. log_dir: a folder where each
+    stand-in logs its device time (`standin-PID.log`)."""
 
     frame_ms: float
+    log_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.frame_ms < 0:
             raise ValueError(f"frame_ms must be >= 0, got {self.frame_ms}")
+
+    def program(self, real: Any) -> Any:
+        """The stand-in for `real` (a `VitaProgram`) in this process."""
+        import os
+
+        from vis_core.inference.standin import StandInProgram
+
+        log = (
+            None
+            if self.log_dir is None
+            else os.path.join(self.log_dir, f"standin-{os.getpid()}.log")
+        )
+        return StandInProgram(real, self.frame_ms / 1000, log)

@@ -53,14 +53,17 @@ class StandInProgram:
     """`VitaProgram`'s interface with a fixed device time per frame (module docstring).
 
     real: the program whose one-frame results are repeated; frame_s: device seconds per
-    frame. busy_s and frames count the device time held and the frames that held it.
+    frame; log_path: a file to which each hold appends a line "start end frames" (wall
+    seconds, `time.time`), for measuring how busy the device was kept. busy_s and frames
+    count the device time held and the frames that held it.
     """
 
-    def __init__(self, real: VitaProgram, frame_s: float):
+    def __init__(self, real: VitaProgram, frame_s: float, log_path: str | None = None):
         if frame_s < 0:
             raise ValueError(f"frame_s must be >= 0, got {frame_s}")
         self.real = real
         self.frame_s = frame_s
+        self.log_path = log_path
         self.max_batch_frames = real.max_batch_frames
         self.busy_s = 0.0
         self.frames = 0
@@ -126,10 +129,13 @@ class StandInProgram:
     def _hold(self, frames: int) -> None:
         """Hold the device for `frames` frames' time."""
         with _DEVICE:
-            started = time.perf_counter()
+            started, wall = time.perf_counter(), time.time()
             time.sleep(self.frame_s * frames)
             self.busy_s += time.perf_counter() - started
             self.frames += frames
+        if self.log_path is not None:
+            with open(self.log_path, "a") as log:
+                log.write(f"{wall:.6f} {time.time():.6f} {frames}\n")
 
     def _outputs_for(self, chunk: PreparedChunk) -> None:
         """The real program's results on the chunk's first frame, once per input size."""
