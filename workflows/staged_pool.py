@@ -81,7 +81,7 @@ class _Video:
     slot: int = -1  # its decoder among its actor's
     generation: int = 0  # of its actor when given to it
     started: float = 0.0  # time.time() of the first attempt
-    generator: Any = None  # the decoding task of the current pass
+    generator: Any = None  # its decoder's stream of the current pass
     items: int = 0  # items of the current pass handed to the actor
     waiting: int = 0  # of those, the ones whose call has not returned
     slots: list[Any] = field(default_factory=list)  # mask logits refs from `finish`
@@ -117,7 +117,7 @@ class _Call:
 
 
 class StagedPool:
-    """A fixed pool of `DetectorActor`s with the decoding, mask and commit tasks around
+    """A fixed pool of `DetectorActor`s with the decoders and finishers around
     them (see the module docstring); `run` and `shutdown` as `_WorkerPool`'s."""
 
     def __init__(
@@ -310,8 +310,8 @@ class StagedPool:
         return self.finishers[video.actor][index], index
 
     def _pulling(self) -> list[Any]:
-        """The decoding tasks whose next item is wanted now (bounded per video; a long
-        video's second pass also waits for the mask tasks to catch up)."""
+        """The decoders whose next item is wanted now (bounded per video; a long
+        video's second pass also waits for the finishers to catch up)."""
         staged = self.config.staged
         backlog = len(self._mask_queue) < self.mask_backlog
         return [
@@ -336,7 +336,7 @@ class StagedPool:
         video.waiting += 1
 
     def _dispatch(self) -> None:
-        """Calls to the actors, mask tasks and commits, up to their bounds."""
+        """Calls to the detector actors and the finishers, up to their bounds."""
         staged = self.config.staged
         for index, actor in enumerate(self.actors):
             if index in self._recovering:
@@ -493,7 +493,7 @@ class StagedPool:
         self._commits_running -= 1
         try:
             return ray.get(ref)
-        except RayError as error:  # a mask or commit task failed every time
+        except RayError as error:  # a mask or commit call failed every time
             return record_failure(self.config, self.options, committer, video.video, error)
 
     def _actor_died(self, actor: int, generation: int, error: Exception) -> None:
