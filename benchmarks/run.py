@@ -23,6 +23,7 @@ TOPICS = (
     "long_video",
     "corpus",
     "masks",
+    "methods",
 )
 
 
