@@ -14,12 +14,13 @@ from torch import Tensor, nn
 
 from vis_core.modeling.config import ModelConfig
 from vis_core.modeling.frame_detector import FrameDetections, FrameDetector
+from vis_core.modeling.hitf import HitfHead, HitfOutput
 from vis_core.modeling.mask_pilot import MaskPilot
 from vis_core.modeling.querytrack import QueryTrackHead
 from vis_core.modeling.vita import Vita, VitaOutput, frame_foreground_probability
 
 # Submodules built only when the config has that head: a model file without one loads.
-OPTIONAL_HEADS = ("querytrack",)
+OPTIONAL_HEADS = ("querytrack", "hitf")
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,14 @@ class ClipPrediction:
     (`Vita.clip_mask_logits(video.pred_mask_embed, mask_features)` -> `[L, B, cQ, T, h, w]`).
     track_embed `[B, T, Q, E]`: the QueryTrack head's embeddings of the last layer's frame
     queries, or None when the model has no such head.
+    hitf: the HF head's per-frame slot predictions (leading `[B, T]`), or None.
     """
 
     frames: FrameDetections
     video: VitaOutput
     mask_features: Tensor
     track_embed: Tensor | None = None
+    hitf: HitfOutput | None = None
 
 
 class VitaModel(nn.Module):
@@ -59,6 +62,7 @@ class VitaModel(nn.Module):
         self.querytrack: QueryTrackHead | None = None
         if config.querytrack is not None:
             self.querytrack = QueryTrackHead(config.querytrack, config.frame_decoder.hidden_dim)
+        self.hitf = HitfHead.for_model(config) if config.hitf is not None else None
 
     def forward(self, images: Tensor, pilot: MaskPilot | None = None) -> ClipPrediction:
         """images: normalised, padded clips `[B, T, 3, H, W]`; pilot: the B*T frames'
@@ -78,9 +82,14 @@ class VitaModel(nn.Module):
         track_embed = None
         if self.querytrack is not None:
             track_embed = self.querytrack(frame_queries[-1])  # [B, T, Q, E]
+        hitf = None
+        if self.hitf is not None:
+            features = detections.clip_mask_features.unflatten(0, (batch, frames))
+            hitf = self.hitf(frame_queries[-1], features)
         return ClipPrediction(
             frames=detections,
             video=video,
             mask_features=mask_features.unflatten(0, (batch, frames)),
             track_embed=track_embed,
+            hitf=hitf,
         )
