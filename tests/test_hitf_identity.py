@@ -10,12 +10,12 @@ import torch
 from torch.nn import functional as F
 
 from vis_core.inference.hitf_tracker import MARGIN, slot_mask_margins
+from vis_core.inference.mask_overlap import mask_iou
 from vis_core.inference.slot_identity import (
     EndedIdentity,
     SlotIdentities,
     assign_identities,
     ended_identities,
-    mask_iou,
 )
 from vis_core.modeling.head_config import SlotIdentityConfig
 

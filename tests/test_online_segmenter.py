@@ -58,7 +58,9 @@ def model() -> VitaModel:
     tracks span chunks, end after their time-to-live and restart, as real ones do.
     """
     torch.manual_seed(0)
-    model = VitaModel(tiny_config(AssociationConfig(time_to_live=3))).eval()
+    # No candidate NMS: a random detector's masks all overlap, NMS would keep one query.
+    model = VitaModel(tiny_config(AssociationConfig(time_to_live=3, candidate_nms_iou=None)))
+    model.eval()
     preparer = FramePreparer(model.detector, model.config.input, torch.device("cpu"))
     frames = [moving_box_frame(index) for index in range(12)]
     with torch.no_grad():
@@ -141,7 +143,7 @@ def test_head_state_does_not_grow_with_the_number_of_frames() -> None:
     """500 frames with a random-weight head: confident detections that never match start
     tracks all the time, yet the state after 500 frames is no larger than after 50."""
     torch.manual_seed(0)
-    association = AssociationConfig(time_to_live=10, candidates=10)
+    association = AssociationConfig(time_to_live=10, candidates=10, candidate_nms_iou=None)
     model = VitaModel(tiny_config(association)).eval()
     head = RecordingHead(QueryTrackTracker.for_model(model))
     frames = [moving_box_frame(index) for index in range(500)]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vis_core.inference.mask_overlap import mask_iou
 from vis_core.modeling.head_config import SlotIdentityConfig
 
 
@@ -76,15 +77,6 @@ class IdentityStep:
     state: SlotIdentities
     ids: Tensor
     ended: tuple[EndedIdentity, ...]
-
-
-def mask_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of every mask of `a` `[A, h, w]` with every mask of `b` `[B, h, w]` (bool) ->
-    `[A, B]` float32 (0 where both are empty)."""
-    a, b = a.flatten(1).float(), b.flatten(1).float()
-    overlap = a @ b.T
-    union = a.sum(dim=1)[:, None] + b.sum(dim=1)[None, :] - overlap
-    return overlap / union.clamp(min=1.0)
 
 
 def assign_identities(

@@ -29,6 +29,10 @@ class AssociationConfig:
         [default 10, IDOL's and QDTrack's `memo_tracklet_frames`].
     momentum: the weight of the new embedding in the track's EMA [default 0.8].
     min_matched_frames: tracks matched in fewer frames are not output [default 1: all].
+    candidate_nms_iou: a candidate whose stride-4 mask overlaps a better one's by more
+        than this IoU is dropped before the association [0.5, IDOL's `nms_thr_pre`;
+        None: off]. A detector that covers one object with several confident queries
+        would otherwise split the bi-softmax between them and start a track for each.
     """
 
     candidates: int = 10
@@ -39,6 +43,7 @@ class AssociationConfig:
     time_to_live: int = 10
     momentum: float = 0.8
     min_matched_frames: int = 1
+    candidate_nms_iou: float | None = 0.5
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.time_to_live < 1 or self.min_matched_frames < 1:
