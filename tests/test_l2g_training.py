@@ -22,7 +22,7 @@ from vis_core.data.clips import Clip
 from vis_core.evaluation import evaluate_ytvis
 from vis_core.methods import build_segmenter, get_method
 from vis_core.modeling.config import LossConfig, ModelConfig
-from vis_core.modeling.model_file import load_model, save_model
+from vis_core.modeling.model_file import DEFAULT_MODEL_FILE, load_model, save_model
 from vis_core.modeling.presets import get_preset
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.storage import open_fs
@@ -120,6 +120,20 @@ def test_train_cli_method_option(data, monkeypatch) -> None:
     assert args.func(args) == 0
     assert captured[-1].method == "l2g" and captured[-1].num_frames == 4
     assert captured[-1].freeze_detector
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_FILE.is_file(), reason="no shipped model")
+def test_l2g_on_the_shipped_model_segments_or_says_how_to_train_the_head() -> None:
+    """The shipped file loads (written before the head existed, or with one); without a
+    head, `--method l2g` is a clear error."""
+    model = load_model()
+    if model.l2g is None:
+        with pytest.raises(ValueError, match="vis train --method l2g"):
+            build_segmenter("l2g", model)
+        return
+    _, rendered = synthesize_video(preset("val").replace(**TINY), seed=0, index=0)
+    instances = build_segmenter("l2g", model).segment(list(rendered.frames[:3]))
+    assert instances.num_frames == 3 and (instances.height, instances.width) == (48, 64)
 
 
 # ---------------------------------------------------------------------------------------
