@@ -151,3 +151,49 @@ class HitfConfig:
             raise ValueError(f"pixel_stride must be a multiple of 4, got {self.pixel_stride}")
         if not 0.0 <= self.positive_weight <= 1.0:
             raise ValueError(f"positive_weight must be in [0, 1], got {self.positive_weight}")
+
+
+@dataclass(frozen=True)
+class L2gConfig:
+    """The Local2Global query-propagation head (reference section 3): global queries
+    carried from frame to frame, aligned to the frame's local queries (the top tokens of
+    the maps the frame decoder attends) before the detector's frame decoder runs on them.
+
+    Sizes follow the frame decoder's width C (the paper's C = 256):
+    aligner_layers: the L2G aligner's post-norm layers, each self-attention, cross-attention
+        to the local queries, FFN (3, Table 5; self-attention: the paper's 3.2 M parameters).
+    aligner_ffn_dim: the FFN width; None is 4 C (the paper's 1024 at C = 256, Table 5).
+    aligner_heads: None is the frame decoder's head count (the paper's 8 at C = 256).
+    box_embed_layers: the g_pos MLP over the sine-embedded previous box (4 x C/2 -> C -> C,
+        2 layers, as DAB-DETR and Mask DINO).
+    top_k: the video-level outputs, the best (query, class) pairs by the query's mean class
+        probability over the video [default 10, the YTVIS value; 20 for OVIS].
+    mask_score_floor: a query's mask in a frame is written (streaming, reference 4.2 (a))
+        while its running mean class probability, or its class probability in that frame,
+        reaches this [default 0.05]; the others cannot reach the top-k in practice.
+    token_class_weight, token_focal_alpha, token_focal_gamma: the token class head that
+        ranks tokens for the local queries learns from a sigmoid focal loss on every token
+        against the class of the object covering it [default: the paper does not say how
+        it learns; weight 2 as the frame class term, alpha 0.25, gamma 2].
+    reduced_supervision: skip the loss on 1 to T-2 random frames of each clip, never the
+        last (§3.2, +0.6 AP on OVIS); matching still sees every frame.
+    """
+
+    aligner_layers: int = 3
+    aligner_ffn_dim: int | None = None
+    aligner_heads: int | None = None
+    box_embed_layers: int = 2
+    top_k: int = 10
+    mask_score_floor: float = 0.05
+    token_class_weight: float = 2.0
+    token_focal_alpha: float = 0.25
+    token_focal_gamma: float = 2.0
+    reduced_supervision: bool = True
+
+    def __post_init__(self) -> None:
+        if self.aligner_layers < 1 or self.box_embed_layers < 1 or self.top_k < 1:
+            raise ValueError("aligner_layers, box_embed_layers and top_k must be >= 1")
+        if not 0.0 <= self.mask_score_floor <= 1.0:
+            raise ValueError(f"mask_score_floor must be in [0, 1], got {self.mask_score_floor}")
+        if not 0.0 <= self.token_focal_alpha <= 1.0:
+            raise ValueError(f"token_focal_alpha must be in [0, 1], got {self.token_focal_alpha}")
