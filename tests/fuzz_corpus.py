@@ -18,6 +18,7 @@ sees where display rotation puts it.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -207,8 +208,6 @@ def _write_clip(root: Path, clip: ClipSpec) -> FuzzCase:
 
 def encode_clip(clip: ClipSpec) -> bytes:
     """The clip's file bytes (written through a temporary file: some muxers seek)."""
-    import tempfile
-
     extension = os.path.splitext(clip.name)[1]
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, f"clip{extension}")
@@ -226,10 +225,8 @@ def encode_clip(clip: ClipSpec) -> bytes:
 
 
 def _add_stream(container: av.container.OutputContainer, clip: ClipSpec) -> av.VideoStream:
-    if clip.pts is None:
-        stream = container.add_stream(clip.codec, rate=10)
-    else:  # variable frame rate: millisecond timestamps, 10 fps nominal
-        stream = container.add_stream(clip.codec, rate=10)
+    stream = container.add_stream(clip.codec, rate=10)
+    if clip.pts is not None:  # variable frame rate: millisecond timestamps, 10 fps nominal
         stream.codec_context.time_base = Fraction(1, 1000)
     stream.height, stream.width = clip.size
     stream.pix_fmt = clip.pix_fmt
