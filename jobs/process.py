@@ -44,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-frames", type=int, help="fail videos with more frames than this")
     parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="fail a video that takes longer than this plus 0.5 s per frame (default 600; "
+        "0: no limit)",
+    )
+    parser.add_argument(
         "--s3-endpoint",
         help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL; credentials always come "
         "from the environment, never from options)",
@@ -60,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from vis_core.corpus.listing import CorpusNotFoundError
+    from vis_core.corpus.time_limit import TimeLimit
     from vis_core.modeling.model_file import ModelFileError
     from vis_core.video.decode import DecodeLimits
     from workflows.corpus_job import CorpusJobConfig, run_corpus_job
@@ -70,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
     try:
         backend = detector_backend.backend_from_args(args)
+        time_limit = TimeLimit()
+        if args.time_limit is not None:
+            time_limit = TimeLimit(base_s=args.time_limit or None)
     except ValueError as error:
         print(f"vis process: error: {error}", file=sys.stderr)
         return 2
@@ -85,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         cpus_per_worker=args.cpus_per_worker,
         retry_failed=args.retry_failed,
         limits=limits,
+        time_limit=time_limit,
         ray_address=args.ray_address,
         track=not args.no_tracking,
         tracking_uri=args.tracking_uri,

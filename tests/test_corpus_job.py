@@ -15,6 +15,7 @@ import pytest
 from tests.media import smooth_frames, write_audio_only, write_with_pyav
 from vis_core import masks
 from vis_core.corpus.listing import CorpusVideo, list_corpus
+from vis_core.corpus.time_limit import TimeLimit
 from vis_core.tables.commit import TableCommitter
 from vis_core.tables.read import read_table
 from vis_core.video.decode import DecodeLimits
@@ -366,3 +367,10 @@ def test_cli_exit_status_and_summary(
     assert config.retry_failed and config.limits.max_frames == 99 and not config.progress
     out = capsys.readouterr().out
     assert "2 ok, 1 failed" in out and "failed: bad.mp4: EmptyVideoError" in out
+    assert config.time_limit == TimeLimit()
+    assert main([*argv, "--time-limit", "30"]) == 0
+    assert seen["config"].time_limit == TimeLimit(base_s=30.0)
+    assert main([*argv, "--time-limit", "0"]) == 0
+    assert seen["config"].time_limit == TimeLimit(base_s=None)
+    assert main([*argv, "--time-limit", "-1"]) == 2
+    assert "base_s must be positive" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from typing import Any
 
 from vis_core.corpus.listing import CorpusVideo, list_corpus
 from vis_core.corpus.process import ProcessOptions, process_video
+from vis_core.corpus.time_limit import TimeLimit
 from vis_core.export.backend import DetectorBackend, apply_detector_backend, onnx_detector_bytes
 from vis_core.methods import build_segmenter
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
@@ -58,6 +59,8 @@ class CorpusJobConfig:
         else one per `cpus_per_worker` of the cluster's CPUs); cpus_per_worker: CPUs (and
         torch threads) of each actor (None: 1 with a GPU, else every CPU of a node).
     retry_failed: process again the videos this run recorded as failed.
+    time_limit: how long one video may take (`vis_core.corpus.time_limit`); not part of
+        the run's identity.
     max_attempts: tries per video when its worker dies (a crash, a kill, out of memory).
     tracking_uri / experiment: where the job records itself in MLflow (None: the local
         default store); track=False records nothing.
@@ -77,6 +80,7 @@ class CorpusJobConfig:
     retry_failed: bool = False
     max_attempts: int = 2
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    time_limit: TimeLimit = field(default_factory=TimeLimit)
     ray_address: str | None = None
     track: bool = True
     tracking_uri: str | None = None
@@ -153,6 +157,7 @@ def run_corpus_job(
         run_id=job_run_id(model_bytes, model.config.inference, config.limits, config.method),
         method=config.method,
         limits=config.limits,
+        time_limit=config.time_limit,
     )
     corpus = list_corpus(config.input_uri)
     job_id = uuid.uuid4().hex[:12]  # this job's claims (see `vis_core.tables.claims`)
