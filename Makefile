@@ -32,7 +32,7 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -m "not gpu or gpu"
 
-# The long fuzz loops over hostile and odd videos (docs/fuzz.md); prints the reliability row.
+# The long fuzz loops over hostile and odd videos (README, Reliability); prints the reliability row.
 fuzz: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -s -m slow tests/test_video_fuzz.py
 

@@ -19,7 +19,7 @@ more with FFmpeg's automatic threads, and the files whose outcome changes are li
 counted as problems: see `VideoReader._decoded`), as are the `ok` mutations with fewer
 frames than the file they damage.
 
-The long loop (docs/fuzz.md): `make fuzz`, or `OMP_NUM_THREADS=1 python -m tests.fuzz_run
+The long loop (README, Reliability): `make fuzz`, or `OMP_NUM_THREADS=1 python -m tests.fuzz_run
 --mutations 1000 --seed 1` for this module's own summary.
 """
 

@@ -3,7 +3,7 @@ path: each file gets a correct result or a `failed` row with a clear, typed erro
 crashes, hangs, is lost or duplicated; memory and time per video stay bounded.
 
 The default run keeps a fast version: every clip and hostile file and a dozen seeded
-mutations. The long loops are slow-marked; docs/fuzz.md says how to run them.
+mutations. The long loops are slow-marked; the README (Reliability) says how to run them.
 """
 
 from __future__ import annotations
