@@ -33,14 +33,13 @@ stride-4 grid (h x w).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from vis_core.data.targets import ClipTargets
-from vis_core.losses.criterion import Losses
+from vis_core.losses.criterion import Losses, term_weight
 from vis_core.losses.frame_criterion import FrameCriterion
 from vis_core.losses.mask_losses import (
     dice_coefficient,
@@ -54,7 +53,6 @@ from vis_core.modeling.head_config import HitfConfig
 from vis_core.modeling.hitf import HitfOutput
 from vis_core.modeling.vita_model import ClipPrediction
 
-_AUX_SUFFIX = re.compile(r"_\d+$")
 HITF_TERMS = ("loss_hitf_positive", "loss_hitf_negative", "loss_hitf_mask_id")
 
 
@@ -207,10 +205,7 @@ class HitfCriterion(nn.Module):
 
     def weight_of(self, name: str) -> float:
         """The weight of a term (`loss_ce_3` and `loss_pilot_ce` weigh as `loss_ce`)."""
-        base = _AUX_SUFFIX.sub("", name).replace("loss_pilot_", "loss_")
-        if base not in self._weights:
-            raise KeyError(f"unknown loss term {name!r}")
-        return self._weights[base]
+        return term_weight(self._weights, name, strip=("pilot",))
 
     def forward(self, prediction: ClipPrediction, targets: Sequence[ClipTargets]) -> Losses:
         """prediction: the model's output on B clips of T frames (training mode).

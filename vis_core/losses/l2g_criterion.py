@@ -31,7 +31,6 @@ of a frame, h x w the predicted masks, H x W the padded input.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ from torch.nn import functional as F
 
 from vis_core.data.targets import ClipTargets, FrameTargets
 from vis_core.losses.class_loss import ClassLoss
-from vis_core.losses.criterion import Losses
+from vis_core.losses.criterion import Losses, term_weight
 from vis_core.losses.frame_criterion import FrameCriterion
 from vis_core.losses.mask_losses import average_mask_count, downsample_targets, mask_losses
 from vis_core.losses.matcher import FrameMatcher
@@ -50,8 +49,6 @@ from vis_core.modeling.frame_decoder import FramePrediction
 from vis_core.modeling.head_config import L2gConfig
 from vis_core.modeling.l2g import L2gOutput
 from vis_core.modeling.vita_model import ClipPrediction
-
-_AUX_SUFFIX = re.compile(r"_\d+$")
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float, gamma: float) -> Tensor:
@@ -165,10 +162,7 @@ class L2gCriterion(nn.Module):
         """The weight of a term (`loss_l2g_ce_3` weighs as `loss_ce`)."""
         if name == "loss_l2g_token":
             return self.head.token_class_weight
-        base = _AUX_SUFFIX.sub("", name).replace("loss_pilot_", "loss_").replace("_l2g_", "_")
-        if base not in self._weights:
-            raise KeyError(f"unknown loss term {name!r}")
-        return self._weights[base]
+        return term_weight(self._weights, name, strip=("pilot", "l2g"))
 
     def forward(self, prediction: ClipPrediction, targets: Sequence[ClipTargets]) -> Losses:
         """prediction: the model's output on B clips of T frames (training mode).
