@@ -99,7 +99,8 @@ class DetectorReplay:
     Installed as `detector.forward`: each call returns the recorded per-frame outputs of
     the next frames in the ping-pong order, whatever images it is given (their count and
     size only). Recorded tensors: logits `[F, Q, K+1]`, masks `[F, Q, h, w]`, queries
-    `[F, Q, C]`, features `[F, C, h, w]`.
+    `[L, F, Q, C]`, features `[F, C, h, w]`, and the decoder's inputs (attended maps, its
+    mask features) for heads that run the frame decoder themselves.
     """
 
     def __init__(self, model, frames: np.ndarray):
@@ -113,6 +114,10 @@ class DetectorReplay:
         self.masks = torch.cat([chunk.pred_masks for chunk in chunks])
         self.queries = torch.cat([chunk.frame_queries for chunk in chunks], dim=1)
         self.features = torch.cat([chunk.clip_mask_features for chunk in chunks])
+        # What a head that runs the frame decoder itself reads (L2G).
+        levels = zip(*(chunk.attended_maps for chunk in chunks), strict=True)
+        self.maps = [torch.cat(level) for level in levels]
+        self.decoder_features = torch.cat([chunk.decoder_mask_features for chunk in chunks])
         self.recorded = len(frames)
         self.next_frame = 0
 
@@ -135,6 +140,8 @@ class DetectorReplay:
             aux_outputs=(),
             frame_queries=self.queries[:, index],
             clip_mask_features=self.features[index],
+            attended_maps=tuple(level[index] for level in self.maps),
+            decoder_mask_features=self.decoder_features[index],
         )
 
 
