@@ -392,7 +392,11 @@ class _WorkerPool:
             f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
         )
         record = VideoRecord(
-            video.video_id, video.uri, self.options.model, self.options.run_id, self.options.method
+            video.video_id,
+            video.uri,
+            self.options.model,
+            self.options.run_id,
+            method=self.options.method,
         )
         result = committer.commit(failed_rows(record, message), replace=_replace(self.config))
         if not result.won and result.claim.status == STATUS_OK:
