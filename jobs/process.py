@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-frames", type=int, help="fail videos with more frames than this")
     parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="at the end, rewrite the run's tables into few large files (as `vis compact`)",
+    )
+    parser.add_argument(
         "--s3-endpoint",
         help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL; credentials always come "
         "from the environment, never from options)",
@@ -104,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"vis process: error: {error}", file=sys.stderr)
         return 2
     print(summary.describe())
+    if args.compact:
+        from vis_core.tables.compact import TableCompactor
+
+        print(TableCompactor(args.output, summary.run_id).compact().describe())
     return 0
 
 
