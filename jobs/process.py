@@ -1,5 +1,8 @@
 """`vis process`: segment every video under an input prefix into Parquet tracklet tables.
 
+With --compact, the run's tables are rewritten into few large files when the job ends
+(as `vis compact`; off by default: a job's own commits are one file per video).
+
 Also a Ray job entrypoint: `ray job submit -- python -m jobs.process --input ... --output ...`
 connects to the cluster the job runs on. Exits 0 when the job completes, even when some
 videos failed (the summary counts them); 2 when it cannot run (bad arguments, unreachable

@@ -47,8 +47,8 @@ POINTS = (
     "published:tracklets",
     "published:tracklet_frames",
     "published:videos",
-    "deleted:own",  # a packed video's own file
-    "deleted:pack",  # a file of a pack it rewrote
+    "deleted:own",  # packed videos' own files
+    "deleted:pack",  # the files of a pack it rewrote
     "deleted:claim",  # the claim of a pack it rewrote
 )
 BEFORE_CLAIM = POINTS[:3]
@@ -128,7 +128,7 @@ def hook_compactor(compactor: TableCompactor, action: Callable[[str], None]) -> 
     close, claim = compactor._close_staged, compactor._claim
     publish, delete, delete_claim = (
         compactor._publish_file,
-        compactor._delete_file,
+        compactor._delete_files,
         compactor._delete_claim,
     )
 
@@ -147,10 +147,10 @@ def hook_compactor(compactor: TableCompactor, action: Callable[[str], None]) -> 
         action(f"published:{table}")
         return done
 
-    def delete_then(path):
-        deleted = delete(path)
+    def delete_then(paths):
+        deleted = delete(paths)
         if deleted:
-            action("deleted:pack" if "-pack-" in path else "deleted:own")
+            action("deleted:pack" if any("-pack-" in path for path in paths) else "deleted:own")
         return deleted
 
     def delete_claim_then(pack):
@@ -160,7 +160,7 @@ def hook_compactor(compactor: TableCompactor, action: Callable[[str], None]) -> 
     compactor._close_staged = close_then
     compactor._claim = claim_then
     compactor._publish_file = publish_then
-    compactor._delete_file = delete_then
+    compactor._delete_files = delete_then
     compactor._delete_claim = delete_claim_then
     return compactor
 
