@@ -61,7 +61,7 @@ from vis_core.tables.claims import (
     video_key,
 )
 from vis_core.tables.committed_set import CommittedSet
-from vis_core.tables.names import FolderNames
+from vis_core.tables.names import FolderNames, iter_names
 from vis_core.tables.packs import list_packs, read_packs
 from vis_core.tables.rows import VideoRows
 from vis_core.tables.schema import STATUS_FAILED, TABLE_NAMES, VIDEOS
@@ -189,21 +189,21 @@ class TableCommitter:
         now = time.time() if now is None else now
         # The files first, then the claims: a file published after this listing has a
         # claim that `iter_commits` reads, so no committed file is taken for an orphan.
-        # Table folders and the commit log by name only (they hold a file per video);
-        # staging folders with details, for their files' age.
+        # Table folders by name only (they hold a file per video); staging folders with
+        # details, for their files' age.
         published = {t: FolderNames.list(self.fs, join(self.root, t)) for t in TABLE_NAMES}
         staged = {
             staged_folder(table): list_files(self.fs, join(self.root, staged_folder(table)))
             for table in TABLE_NAMES
         }
-        claims = FolderNames.list(self.fs, join(self.root, COMMITS))
-        named = []  # the file names of the run's commits (one name for all of its tables)
-        for commit in iter_commits(self.fs, self.root, run_id=self.run_id):
+        listings = {**published, **{f: FolderNames(files) for f, files in staged.items()}}
+        named: list[str] = []  # the run's commits' file names (one for all its tables)
+        for commit in iter_commits(self.fs, self.root, run_id=self.run_id, listings=listings):
             if commit.pack is not None:
                 continue  # a pack's files are the compaction's to clean
             if any(path != join(self.root, t, n) for (t, n), path in _pairs(commit)):
                 self._publish(commit.claim)  # its writer died before publishing
-            named += commit.claim.files.values()
+            named += set(commit.claim.files.values())  # one name, in each of its tables
         live = FolderNames(named)
         del named
         deleted = 0
@@ -218,7 +218,7 @@ class TableCommitter:
             for name, info in files.items():
                 if name not in live and self._is_old_orphan(folder, name, info, now):
                     deleted += self._delete_orphan(join(self.root, folder, name))
-        for name in claims:
+        for name in iter_names(self.fs, join(self.root, COMMITS)):  # streamed: a claim a video
             if self._is_old_temporary(COMMITS, name, now):
                 deleted += self._delete_orphan(join(self.root, COMMITS, name))
         return deleted

@@ -41,7 +41,7 @@ from vis_core.tables.claims import (
     staged_folder,
     video_key,
 )
-from vis_core.tables.names import FolderNames
+from vis_core.tables.names import FolderNames, iter_names
 from vis_core.tables.packs import Pack, PackMember, list_packs, read_packs
 from vis_core.tables.schema import TABLE_NAMES, VIDEOS
 
@@ -96,12 +96,14 @@ def iter_commits(
     *,
     run_id: str | None = None,
     video_ids: Iterable[str] | None = None,
+    listings: Mapping[str, FolderNames] | None = None,
 ) -> Iterator[Commit]:
     """Each valid commit under `root` now (of run `run_id`, of `video_ids`), once, in no
-    particular order (see the module docstring)."""
+    particular order (see the module docstring). listings: the data folders' names
+    (`list_data_folders`) if the caller has just listed them."""
     chosen = None if video_ids is None else set(video_ids)
     keys = None if chosen is None else {video_key(video_id) for video_id in chosen}
-    listings = list_data_folders(fs, root)
+    listings = listings if listings is not None else list_data_folders(fs, root)
     latest = LatestVersions.list(fs, root, run_id=run_id, keys=keys)
     legacy_packed: set[tuple[str, str]] = set()  # version-0 videos a pack holds
     for pack in read_packs(fs, root, list_packs(fs, root, run_id)):
@@ -205,17 +207,9 @@ class LatestVersions:
         run_id: str | None = None,
         keys: Collection[str] | None = None,
     ) -> LatestVersions:
-        folder = join(root, COMMITS)
-        fs.invalidate_cache(folder)
-        try:
-            paths = fs.ls(folder, detail=False)
-        except FileNotFoundError:
-            paths = []
-        finally:
-            fs.invalidate_cache(folder)
         found: dict[str, tuple[bytearray, array]] = {}
-        for path in paths:
-            parsed = parse_claim_name(path.rsplit("/", 1)[-1])
+        for name in iter_names(fs, join(root, COMMITS)):
+            parsed = parse_claim_name(name)
             if parsed is None or (run_id is not None and parsed[0] != run_id):
                 continue
             if keys is not None and parsed[1] not in keys:
