@@ -22,6 +22,7 @@ TOPICS = (
     "training",
     "long_video",
     "corpus",
+    "corpus_scale",
     "masks",
     "methods",
 )

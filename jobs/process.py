@@ -1,5 +1,8 @@
 """`vis process`: segment every video under an input prefix into Parquet tracklet tables.
 
+With --compact, the run's tables are rewritten into few large files when the job ends
+(as `vis compact`; off by default: a job's own commits are one file per video).
+
 Also a Ray job entrypoint: `ray job submit -- python -m jobs.process --input ... --output ...`
 connects to the cluster the job runs on. Exits 0 when the job completes, even when some
 videos failed (the summary counts them); 2 when it cannot run (bad arguments, unreachable
@@ -49,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="fail a video that takes longer than this plus 0.5 s per frame (default 600; "
         "0: no limit)",
+    )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="at the end, rewrite the run's tables into few large files (as `vis compact`)",
     )
     parser.add_argument(
         "--s3-endpoint",
@@ -116,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"vis process: error: {error}", file=sys.stderr)
         return 2
     print(summary.describe())
+    if args.compact:
+        from vis_core.tables.compact import TableCompactor
+
+        print(TableCompactor(args.output, summary.run_id).compact().describe())
     return 0
 
 
