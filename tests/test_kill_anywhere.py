@@ -1,6 +1,6 @@
-"""Kill anywhere: the corpus job's driver SIGKILLed at random instants, again and again on
-the same output, then run to completion: after every kill the tables hold only whole
-commits, and in the end they equal an uninterrupted run's.
+"""Kill anywhere: the corpus job's driver SIGKILLed at a random instant of a run, many
+times over, each run then finished: after every kill the tables hold only whole commits,
+and once finished they equal an uninterrupted run's.
 
 The default run kills twice; `pytest -m slow tests/test_kill_anywhere.py` runs the long
 loop (`KILLS_SLOW` kills at instants spread over the whole run). A killed driver's Ray
@@ -58,8 +58,16 @@ def run_to_completion(corpus: Path, output: Path, model: str) -> str:
     return out
 
 
-def kill_after(job: subprocess.Popen, seconds: float) -> None:
-    """SIGKILL the driver after `seconds`, then, a moment later, what it started."""
+def kill_after(job: subprocess.Popen, seconds: float, output: Path | None = None) -> None:
+    """SIGKILL the driver `seconds` after it starts (after its first commit claim
+    appears under `output`, when given: the videos of the tiny corpus are committed in a
+    burst of about a second after Ray's start), then, a moment later, what it started."""
+    if output is not None:
+        deadline = time.monotonic() + 120
+        while job.poll() is None and time.monotonic() < deadline:
+            if any((output / "_commits").glob("*.json")):
+                break
+            time.sleep(0.01)
     try:
         job.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
@@ -91,7 +99,9 @@ def assert_whole_commits(output: Path) -> set[str]:
 
 
 def kill_loop(kills: int, tmp_path: Path, model: str, seed: int) -> list[int]:
-    """The videos committed after each kill."""
+    """Each time a fresh output: a run killed at a random instant, its tables checked,
+    then a run to completion equal to an uninterrupted one. The videos committed when
+    each kill struck."""
     corpus = make_corpus(tmp_path / "corpus")
     reference = tmp_path / "reference"
     started = time.perf_counter()
@@ -99,17 +109,20 @@ def kill_loop(kills: int, tmp_path: Path, model: str, seed: int) -> list[int]:
     full_run_s = time.perf_counter() - started
     expected = {table: comparable(str(reference), table) for table in TABLES}
 
-    output = tmp_path / "out"
     rng = random.Random(seed)
     committed = []
-    for _ in range(kills):
-        kill_after(start_job(corpus, output, model), rng.uniform(0.2, 1.0) * full_run_s)
+    for kill in range(kills):
+        output = tmp_path / f"out{kill}"
+        if kill % 2:  # within the commit burst
+            kill_after(start_job(corpus, output, model), rng.uniform(0.0, 1.0), output)
+        else:  # anywhere in the run, Ray's start included
+            kill_after(start_job(corpus, output, model), rng.uniform(0.1, 1.0) * full_run_s)
         videos = assert_whole_commits(output)
         assert videos <= OK_VIDEOS | set(FAILED_VIDEOS)
         committed.append(len(videos))
-    run_to_completion(corpus, output, model)
-    assert assert_whole_commits(output) == OK_VIDEOS | set(FAILED_VIDEOS)
-    assert {table: comparable(str(output), table) for table in TABLES} == expected
+        run_to_completion(corpus, output, model)
+        assert assert_whole_commits(output) == OK_VIDEOS | set(FAILED_VIDEOS)
+        assert {table: comparable(str(output), table) for table in TABLES} == expected
     return committed
 
 
