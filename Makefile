@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: setup demo test test-all bench lint format clean
+.PHONY: setup demo test test-all fuzz bench lint format clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "not gpu or gpu"
+
+# The long fuzz loops over hostile and odd videos (README, Reliability); prints the reliability row.
+fuzz: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -s -m slow tests/test_video_fuzz.py
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -22,7 +22,9 @@ TOPICS = (
     "training",
     "long_video",
     "corpus",
+    "corpus_scale",
     "masks",
+    "methods",
     "feed",
 )
 

@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "jobs.train",
     "jobs.segment",
     "jobs.process",
+    "jobs.compact",
     "jobs.export",
     "jobs.export_model",
     "jobs.render",

@@ -1,5 +1,8 @@
 """`vis process`: segment every video under an input prefix into Parquet tracklet tables.
 
+With --compact, the run's tables are rewritten into few large files when the job ends
+(as `vis compact`; off by default: a job's own commits are one file per video).
+
 Also a Ray job entrypoint: `ray job submit -- python -m jobs.process --input ... --output ...`
 connects to the cluster the job runs on. Exits 0 when the job completes, even when some
 videos failed (the summary counts them); 2 when it cannot run (bad arguments, unreachable
@@ -51,6 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-frames", type=int, help="fail videos with more frames than this")
     parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="fail a video that takes longer than this plus 0.5 s per frame (default 600; "
+        "0: no limit)",
+    )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="at the end, rewrite the run's tables into few large files (as `vis compact`)",
+    )
+    parser.add_argument(
         "--s3-endpoint",
         help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL; credentials always come "
         "from the environment, never from options)",
@@ -67,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from vis_core.corpus.listing import CorpusNotFoundError
+    from vis_core.corpus.time_limit import TimeLimit
     from vis_core.modeling.model_file import ModelFileError
     from vis_core.video.decode import DecodeLimits
     from workflows.corpus_job import CorpusJobConfig, run_corpus_job
@@ -75,10 +91,14 @@ def run(args: argparse.Namespace) -> int:
         # Before Ray starts, so a local cluster's workers inherit it (on a remote cluster,
         # set it in the runtime_env env_vars of the job).
         os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
-    limits = DecodeLimits()
-    if args.max_frames is not None:
-        limits = dataclasses.replace(limits, max_frames=args.max_frames)
     try:
+        backend = detector_backend.backend_from_args(args)
+        time_limit = TimeLimit()
+        if args.time_limit is not None:
+            time_limit = TimeLimit(base_s=args.time_limit or None)
+        limits = DecodeLimits()
+        if args.max_frames is not None:
+            limits = dataclasses.replace(limits, max_frames=args.max_frames)
         config = CorpusJobConfig(
             input_uri=args.input,
             output_uri=args.output,
@@ -88,15 +108,16 @@ def run(args: argparse.Namespace) -> int:
             cpus_per_worker=args.cpus_per_worker,
             retry_failed=args.retry_failed,
             limits=limits,
+            time_limit=time_limit,
             ray_address=args.ray_address,
             track=not args.no_tracking,
             tracking_uri=args.tracking_uri,
             progress=not args.quiet,
-            detector_backend=detector_backend.backend_from_args(args),
+            detector_backend=backend,
             method=args.method,
             pipeline=args.pipeline,
         )
-    except ValueError as error:  # a bad backend, or a pipeline the method has not
+    except ValueError as error:  # a bad backend or time limit, a pipeline the method has not
         print(f"vis process: error: {error}", file=sys.stderr)
         return 2
     try:
@@ -111,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"vis process: error: {error}", file=sys.stderr)
         return 2
     print(summary.describe())
+    if args.compact:
+        from vis_core.tables.compact import TableCompactor
+
+        print(TableCompactor(args.output, summary.run_id).compact().describe())
     return 0
 
 

@@ -63,7 +63,9 @@ def rows(tracks: int, video_id: str = VIDEO) -> VideoRows:
         labels=np.zeros(tracks, dtype=np.int64),
         masks=tuple(tuple(masks.encode(track)) for track in dense),
     )
-    record = VideoRecord(video_id, f"/corpus/{video_id}", "tiny", RUN, T, 10.0, W, H)
+    record = VideoRecord(
+        video_id, f"/corpus/{video_id}", "tiny", RUN, num_frames=T, fps=10.0, width=W, height=H
+    )
     return ok_rows(record, instances, ["cat"], np.arange(T) / 10.0)
 
 

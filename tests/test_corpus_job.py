@@ -13,10 +13,15 @@ import pyarrow.dataset as pads
 import pytest
 
 from tests.media import smooth_frames, write_audio_only, write_with_pyav
+from tests.test_concurrent_commits import rows as commit_rows
 from vis_core import masks
-from vis_core.corpus.listing import CorpusVideo, list_corpus
+from vis_core.corpus.listing import CorpusVideo, iter_corpus, list_corpus
+from vis_core.corpus.plan import CorpusPlan
+from vis_core.corpus.time_limit import TimeLimit
 from vis_core.tables.commit import TableCommitter
+from vis_core.tables.compact import TableCompactor
 from vis_core.tables.read import read_table
+from vis_core.tables.rows import VideoRecord, failed_rows
 from vis_core.video.decode import DecodeLimits
 from vis_core.video.encode import write_mp4
 from workflows.corpus_job import CorpusJobConfig, VideoOutcome, run_corpus_job
@@ -107,8 +112,34 @@ def comparable(output: str, table: str) -> list[dict]:
 def test_listing_takes_video_extensions_and_keeps_exact_relative_paths(corpus: Path) -> None:
     listed = {video.video_id for video in list_corpus(str(corpus))}
     assert listed == OK_VIDEOS | set(FAILED_VIDEOS)
+    streamed = iter_corpus(str(corpus))  # a generator: folder by folder, never a full list
+    assert next(streamed).video_id == "a.mp4"  # a folder's files before its sub-folders
+    assert [v.video_id for v in iter_corpus(str(corpus))] == [
+        *sorted(v for v in listed if "/" not in v),
+        "copy/a.mp4",
+        "sub dir/b é.mp4",
+    ]
     with pytest.raises(FileNotFoundError, match="not a folder"):
         list_corpus(str(corpus / "missing"))
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        iter_corpus(str(corpus / "missing"))  # at once, not when first iterated
+
+
+def test_the_plan_streams_the_listing_against_the_committed_set(tmp_path: Path) -> None:
+    committer = TableCommitter(str(tmp_path / "out"), "run1")
+    committer.commit(commit_rows(1, "a.mp4"))
+    committer.commit(failed_rows(VideoRecord("b.mp4", "/in/b.mp4", "tiny", "run1"), "Empty"))
+    listing = (CorpusVideo(name, f"/in/{name}", 1) for name in ("a.mp4", "b.mp4", "c.mp4"))
+    plan = CorpusPlan(listing, committer.committed_set())
+    todo = iter(plan)
+    assert next(todo).video_id == "c.mp4" and (plan.listed, plan.skipped) == (3, 2)
+    assert next(todo, None) is None and plan.finished and plan.to_process == 1
+    again = CorpusPlan(list_of("a.mp4", "b.mp4"), committer.committed_set(), retry_failed=True)
+    assert [video.video_id for video in again] == ["b.mp4"]
+
+
+def list_of(*names: str) -> list[CorpusVideo]:
+    return [CorpusVideo(name, f"/in/{name}", 1) for name in names]
 
 
 def test_job_writes_tables_once_per_video_and_reruns_add_nothing(
@@ -239,11 +270,38 @@ def test_an_object_unreadable_after_listing_is_a_failed_row(
 
     listed = list_corpus(str(corpus))[:1]
     ghost = CorpusVideo("ghost.mp4", f"file://{corpus}/ghost.mp4", 1000)  # gone since listed
-    monkeypatch.setattr(workflows.corpus_job, "list_corpus", lambda uri: [*listed, ghost])
+    monkeypatch.setattr(workflows.corpus_job, "iter_corpus", lambda uri: iter([*listed, ghost]))
     summary = run_corpus_job(job(str(corpus), str(tmp_path / "out"), tiny_model, pipeline=pipeline))
     assert (summary.ok, summary.failed) == (1, 1)
     row = read_table(str(tmp_path / "out"), "videos", video_ids=["ghost.mp4"]).to_pylist()[0]
     assert row["status"] == "failed" and row["error"].startswith("VideoReadError")
+
+
+def test_a_job_after_compaction_skips_packed_videos_and_commits_new_ones(
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path
+) -> None:
+    small = tmp_path / "in"
+    small.mkdir()
+    for name in ("a.mp4", "dot.mp4", "zero.mp4"):
+        shutil.copy(corpus / name, small / name)
+    output = str(tmp_path / "out")
+    first = run_corpus_job(job(str(small), output, tiny_model))
+    assert (first.ok, first.failed) == (2, 1)
+    before = {t: comparable(output, t) for t in ("videos", "tracklets", "tracklet_frames")}
+    TableCompactor(output, first.run_id).compact()
+    assert {t: comparable(output, t) for t in before} == before
+    assert all(len(list((Path(output) / t).iterdir())) == 1 for t in before)
+
+    shutil.copy(corpus / "c.mkv", small / "c.mkv")
+    again = run_corpus_job(job(str(small), output, tiny_model))
+    assert (again.videos, again.skipped, again.ok, again.failed) == (4, 3, 1, 0)
+    retried = run_corpus_job(job(str(small), output, tiny_model, retry_failed=True))
+    assert (retried.skipped, retried.failed) == (3, 1)  # the packed failed video, again
+    TableCompactor(output, first.run_id).compact()
+    videos = read_table(output, "videos").to_pylist()
+    assert sorted(v["video_id"] for v in videos) == ["a.mp4", "c.mkv", "dot.mp4", "zero.mp4"]
+    plain = pads.dataset(str(Path(output) / "videos")).to_table()
+    assert plain.num_rows == 4 and len(list((Path(output) / "videos").iterdir())) == 1
 
 
 def ray_run_id(output: str) -> str:
@@ -375,3 +433,24 @@ def test_cli_exit_status_and_summary(
     assert config.retry_failed and config.limits.max_frames == 99 and not config.progress
     out = capsys.readouterr().out
     assert "2 ok, 1 failed" in out and "failed: bad.mp4: EmptyVideoError" in out
+    assert config.time_limit == TimeLimit()
+    assert main([*argv, "--time-limit", "30"]) == 0
+    assert seen["config"].time_limit == TimeLimit(base_s=30.0)
+    assert main([*argv, "--time-limit", "0"]) == 0
+    assert seen["config"].time_limit == TimeLimit(base_s=None)
+    assert main([*argv, "--time-limit", "-1"]) == 2
+    assert "base_s must be positive" in capsys.readouterr().err
+
+    def committing_job(config):  # commits two videos, as a job of run "r" would
+        committer = TableCommitter(config.output_uri, "r")
+        for name in ("x.mp4", "y.mp4"):
+            committer.commit(failed_rows(VideoRecord(name, name, "m", "r"), "EmptyVideoError"))
+        return fake_job(config)
+
+    monkeypatch.setattr(workflows.corpus_job, "run_corpus_job", committing_job)
+    tables = tmp_path / "tables"
+    argv = ["process", "--input", str(corpus), "--output", str(tables), "--no-tracking"]
+    assert main(argv) == 0 and len(list((tables / "videos").iterdir())) == 2  # default: as is
+    assert main([*argv, "--compact"]) == 0
+    assert "run r: 2 videos, 2 rewritten into 1 packs" in capsys.readouterr().out
+    assert len(list((tables / "videos").iterdir())) == 1

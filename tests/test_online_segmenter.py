@@ -38,6 +38,13 @@ def tiny_config(association: AssociationConfig) -> object:
     )
 
 
+# A random detector's masks all overlap (NMS would keep one query) and its confidences are
+# low: the rule as the paper's related code has it, so that tracks start, match and end.
+RANDOM_DETECTOR_RULE = dict(
+    candidate_nms_iou=None, birth_score=0.2, match_threshold=0.5, min_matched_frames=1
+)
+
+
 def moving_box_frame(index: int, height: int = SIZE, width: int = 40) -> np.ndarray:
     """A bright box sliding right over a dark gradient: `[H, W, 3]` uint8."""
     frame = np.empty((height, width, 3), dtype=np.uint8)
@@ -58,7 +65,8 @@ def model() -> VitaModel:
     tracks span chunks, end after their time-to-live and restart, as real ones do.
     """
     torch.manual_seed(0)
-    model = VitaModel(tiny_config(AssociationConfig(time_to_live=3))).eval()
+    model = VitaModel(tiny_config(AssociationConfig(time_to_live=3, **RANDOM_DETECTOR_RULE)))
+    model.eval()
     preparer = FramePreparer(model.detector, model.config.input, torch.device("cpu"))
     frames = [moving_box_frame(index) for index in range(12)]
     with torch.no_grad():
@@ -141,7 +149,7 @@ def test_head_state_does_not_grow_with_the_number_of_frames() -> None:
     """500 frames with a random-weight head: confident detections that never match start
     tracks all the time, yet the state after 500 frames is no larger than after 50."""
     torch.manual_seed(0)
-    association = AssociationConfig(time_to_live=10, candidates=10)
+    association = AssociationConfig(time_to_live=10, candidates=10, **RANDOM_DETECTOR_RULE)
     model = VitaModel(tiny_config(association)).eval()
     head = RecordingHead(QueryTrackTracker.for_model(model))
     frames = [moving_box_frame(index) for index in range(500)]

@@ -23,7 +23,7 @@ from vis_core.losses.querytrack_criterion import (
 from vis_core.methods import get_method
 from vis_core.modeling.config import LossConfig, config_from_dict, config_to_dict
 from vis_core.modeling.frame_detector import FrameDetections
-from vis_core.modeling.head_config import QueryTrackConfig
+from vis_core.modeling.head_config import AssociationConfig, QueryTrackConfig
 from vis_core.modeling.model_file import load_model, save_model
 from vis_core.modeling.presets import vita_small_synth
 from vis_core.modeling.querytrack import QueryTrackHead
@@ -255,7 +255,9 @@ def test_the_head_overfits_two_tiny_videos() -> None:
     head = QueryTrackHead(config.querytrack, frame_query_dim=64)
     clips = [synth_clip(seed=5), synth_clip(seed=6)]
     stubs = [StubDetector(clip, seed) for seed, clip in enumerate(clips)]
-    tracker = QueryTrackTracker(head)
+    # The paper's strict gate (IDOL's 0.5): only trained embeddings pass it.
+    strict = AssociationConfig(match_threshold=0.5, birth_score=0.2, min_matched_frames=1)
+    tracker = QueryTrackTracker(head, strict)
     assert not any(one_track_per_object(tracker, stub) for stub in stubs)
 
     detections = concatenated(stubs)

@@ -141,3 +141,21 @@ def test_querytrack_on_the_shipped_model_segments_or_says_how_to_train_the_head(
     _, rendered = synthesize_video(preset("val").replace(**TINY), seed=0, index=0)
     instances = build_segmenter("querytrack", model).segment(list(rendered.frames[:3]))
     assert instances.num_frames == 3 and (instances.height, instances.width) == (48, 64)
+
+
+def test_training_another_head_keeps_the_heads_the_initial_model_carries(data, tmp_path) -> None:
+    from workflows.train import _with_initial_heads
+
+    train, _, plain_file = data
+    with_querytrack = get_method("querytrack").with_head(small_config())
+    model_file = str(tmp_path / "qt.vis.pt")
+    carrier = VitaModel(with_querytrack)
+    torch.nn.init.constant_(carrier.querytrack.embed.layers[0].weight, 0.5)  # not a fresh init
+    save_model(model_file, carrier)
+    job = TrainJobConfig(train_uri=train, init_model=model_file, method="hitf")
+    config = get_method("hitf").with_head(_with_initial_heads(job))
+    assert config.querytrack == with_querytrack.querytrack and config.hitf is not None
+    plain = _with_initial_heads(dataclasses.replace(job, init_model=plain_file))
+    assert plain.querytrack is None
+    built = build_model(dataclasses.replace(job, freeze_detector=True), config).state_dict()
+    assert (built["querytrack.embed.layers.0.weight"] == 0.5).all()  # the carried head's

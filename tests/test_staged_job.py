@@ -14,6 +14,7 @@ import pytest
 
 from tests.test_corpus_job import OK_VIDEOS, comparable, job, make_corpus
 from vis_core import masks
+from vis_core.corpus.time_limit import TimeLimit
 from workflows.corpus_job import CorpusJobConfig, CorpusJobSummary, VideoOutcome, run_corpus_job
 from workflows.staged_options import DeviceStandIn, StagedOptions
 
@@ -81,6 +82,28 @@ def test_staged_job_writes_the_single_actor_paths_tables(
     assert (retried.skipped, retried.ok, retried.failed) == (5, 0, 5)
     for table in TABLES:
         assert comparable(staged, table) == comparable(single[0], table), table
+
+
+def test_videos_over_their_time_limit_get_failed_rows_and_come_back_with_retry_failed(
+    corpus: Path, tiny_model: str, single: tuple[str, CorpusJobSummary], tmp_path: Path
+) -> None:
+    """The driver gives up a video whose reading runs past its limit (here at once: 1 ms,
+    no allowance per frame), as the single path does; a rerun with a usable limit and
+    `retry_failed` replaces those rows with the single path's."""
+    staged = str(tmp_path / "staged")
+    at_once = TimeLimit(base_s=1e-3, per_frame_s=0.0)
+    summary = run_corpus_job(
+        job(str(corpus), staged, tiny_model, pipeline="staged", staged=SMALL, time_limit=at_once)
+    )
+    assert (summary.videos, summary.ok, summary.failed) == (10, 0, 10)
+    errors = {r["video_id"]: r["error"] for r in comparable(staged, "videos")}
+    assert {v for v, e in errors.items() if e == "VideoTimeLimitError"} >= OK_VIDEOS
+    assert comparable(staged, "tracklets") == []
+    retried = run_corpus_job(
+        job(str(corpus), staged, tiny_model, retry_failed=True, pipeline="staged", staged=SMALL)
+    )
+    assert retried.ok == len(OK_VIDEOS)
+    assert comparable(staged, "videos") == comparable(single[0], "videos")
 
 
 def test_frames_batched_across_videos_give_the_same_tables_up_to_rounding(

@@ -296,3 +296,65 @@ def test_two_workers_train_resume_and_track_in_mlflow(splits, ray_address, tmp_p
         Path(second.model_file).read_bytes()
     )
     assert list(workdir.iterdir()) == []
+
+
+def _train_worker_pids() -> list[int]:
+    """Processes of Ray Train workers (their title names the actor class)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"RayTrainWorker" in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow  # about a minute idle: two worker-group starts
+def test_a_killed_worker_is_retried_from_the_last_checkpoint(splits, ray_address, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    storage = tmp_path / "ray"
+    config = TrainJobConfig(
+        train_uri=splits.train,
+        storage_uri=str(storage),
+        name="killed",
+        workers=1,
+        steps=8,
+        batch_size=1,
+        num_frames=2,
+        augment=TINY_AUGMENT,
+        checkpoint_every=2,
+        log_every=1,
+        max_failures=1,
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        artifact_root=str(tmp_path / "artifacts"),
+        ray_address=ray_address,
+    )
+    killed: list[int] = []
+
+    def kill_after_the_first_checkpoint() -> None:
+        # Once the second is written, the first is registered (the controller polls).
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if len(list((storage / "killed").glob("checkpoint_*/train_state.pt"))) >= 2:
+                for pid in _train_worker_pids():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_the_first_checkpoint, daemon=True)
+    killer.start()
+    result = run_training(config)
+    killer.join()
+
+    assert killed, "no worker was killed"
+    assert result.final_step == 8
+    assert 2 <= result.start_step < 8 and result.start_step % 2 == 0  # from a checkpoint
+    assert TrainState.load(result.checkpoint_path).step == 8

@@ -19,6 +19,7 @@ from vis_core.video.errors import (
     CorruptVideoError,
     EmptyVideoError,
     NotAVideoError,
+    UnsupportedVideoError,
     VideoDecodeError,
     VideoReadError,
     VideoTooLargeError,
@@ -354,3 +355,57 @@ def test_container_family_signatures() -> None:
     assert container_family(b"\x1a\x45\xdf\xa3\x01") == "matroska/webm"
     assert container_family(b"RIFF\x00\x00\x00\x00AVI LIST") == "avi"
     assert container_family(b"hello world") is None
+
+
+# Regressions the fuzz corpus found (tests/test_video_fuzz.py); each crashed or misled.
+
+
+def test_undecodable_metadata_does_not_fail_the_video(tmp_path: Path) -> None:
+    path = tmp_path / "title.mkv"
+    write_with_pyav(path, smooth_frames(3, 32, 32), 10.0, "matroska")
+    data = path.read_bytes()
+    assert b"Lavf" in data  # the muxer's name, in the ENCODER tag among others
+    path.write_bytes(data.replace(b"Lavf", b"L\xc2\x41f"))  # not UTF-8 any more
+    with open_video(path) as video:
+        assert len(list(video.frames())) == 3
+
+
+def test_video_codec_without_a_decoder(tmp_path: Path, video_path: Path) -> None:
+    path = tmp_path / "unknown_codec.mp4"
+    path.write_bytes(video_path.read_bytes().replace(b"avc1", b"zzz1"))
+    with pytest.raises(UnsupportedVideoError, match="codec has no decoder"):
+        open_video(path)
+
+
+def test_matroska_cut_inside_its_header_is_corrupt_not_a_storage_failure(tmp_path: Path) -> None:
+    source = tmp_path / "clip.mkv"
+    write_with_pyav(source, smooth_frames(6, 32, 32), 10.0, "matroska")
+    path = tmp_path / "cut.mkv"
+    path.write_bytes(source.read_bytes()[:200])  # FFmpeg answers EIO here
+    with pytest.raises(CorruptVideoError, match="matroska/webm container cannot be opened"):
+        open_video(path)
+
+
+def test_matroska_cut_between_frames_is_corrupt_not_short(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (12, 64, 96, 3), dtype=np.uint8)
+    source = tmp_path / "noise.mkv"
+    write_with_pyav(source, noise, 10.0, "matroska")
+    data = source.read_bytes()
+    path = tmp_path / "cut.mkv"
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with open_video(path) as video, pytest.raises(CorruptVideoError) as caught:
+        list(video.frames())
+    assert f"the file ends at byte {len(data) * 2 // 3} of the {len(data)}" in str(caught.value)
+
+
+def test_video_stream_without_frames(tmp_path: Path) -> None:
+    from tests.fuzz_corpus import hostile_cases
+
+    hostile_cases(tmp_path)
+    with (
+        open_video(tmp_path / "zero_frames.mkv") as video,
+        pytest.raises(CorruptVideoError, match="the video stream holds no frame at all"),
+    ):
+        list(video.frames())
+    with pytest.raises(VideoTooLargeError, match="video is 16000x16000"):
+        open_video(tmp_path / "bomb_h264_16000x16000.mp4")

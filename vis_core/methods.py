@@ -9,6 +9,10 @@ trained, its criterion, the head it adds to a model config (an online head is an
 - `per-frame`: the detector per frame, linked by greedy mask IoU (`PerFrameSegmenter`).
 - `querytrack`: QueryTrack-style contrastive embeddings, online association with a
   memory of live tracks (`OnlineSegmenter` with `QueryTrackTracker`).
+- `hitf`: hybrid instance-code temporal fusion (HF): slots fused with the previous
+  frames', identity by slot index and mask IoU (`OnlineSegmenter` with `HitfTracker`).
+- `l2g`: Local2Global, queries propagated from frame to frame through the detector's frame
+  decoder after the L2G aligner; identity is the query (`OnlineSegmenter` with `L2gTracker`).
 
 Importing this module is cheap (the CLI lists the names): the factories import the
 model code when called.
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vis_core.modeling.config import ModelConfig
-from vis_core.modeling.head_config import QueryTrackConfig
+from vis_core.modeling.head_config import HitfConfig, L2gConfig, QueryTrackConfig
 
 if TYPE_CHECKING:
     import torch
@@ -88,6 +92,44 @@ def _with_querytrack(config: ModelConfig) -> ModelConfig:
     return dataclasses.replace(config, querytrack=QueryTrackConfig())
 
 
+def _hitf_segmenter(model: VitaModel, device: Any, dtype: torch.dtype) -> Segmenter:
+    from vis_core.inference.hitf_tracker import HitfTracker
+    from vis_core.inference.online import OnlineSegmenter
+
+    return OnlineSegmenter(model, HitfTracker.for_model(model), device=device, dtype=dtype)
+
+
+def _hitf_criterion(config: ModelConfig, frozen_detector: bool) -> nn.Module:
+    from vis_core.losses.hitf_criterion import HitfCriterion
+
+    return HitfCriterion.for_model(config, frozen_detector=frozen_detector)
+
+
+def _with_hitf(config: ModelConfig) -> ModelConfig:
+    if config.hitf is not None:
+        return config
+    return dataclasses.replace(config, hitf=HitfConfig())
+
+
+def _l2g_segmenter(model: VitaModel, device: Any, dtype: torch.dtype) -> Segmenter:
+    from vis_core.inference.l2g_tracker import L2gTracker
+    from vis_core.inference.online import OnlineSegmenter
+
+    return OnlineSegmenter(model, L2gTracker.for_model(model), device=device, dtype=dtype)
+
+
+def _l2g_criterion(config: ModelConfig, frozen_detector: bool) -> nn.Module:
+    from vis_core.losses.l2g_criterion import L2gCriterion
+
+    return L2gCriterion.for_model(config, frozen_detector=frozen_detector)
+
+
+def _with_l2g(config: ModelConfig) -> ModelConfig:
+    if config.l2g is not None:
+        return config
+    return dataclasses.replace(config, l2g=L2gConfig())
+
+
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
@@ -102,6 +144,22 @@ METHODS: dict[str, Method] = {
             _querytrack_criterion,
             with_head=_with_querytrack,
             clip_frames=2,  # a key frame and a reference frame (reference 1.3)
+        ),
+        Method(
+            "hitf",
+            "instance codes fused with the previous frames, slot identities (HF)",
+            _hitf_segmenter,
+            _hitf_criterion,
+            with_head=_with_hitf,
+            clip_frames=5,  # a target frame, its 3 references and t-1's first (reference 2.3)
+        ),
+        Method(
+            "l2g",
+            "queries propagated frame to frame through the L2G aligner, online (Local2Global)",
+            _l2g_segmenter,
+            _l2g_criterion,
+            with_head=_with_l2g,
+            clip_frames=4,  # the paper's training clips (reference 3.3)
         ),
     )
 }

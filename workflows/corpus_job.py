@@ -1,8 +1,10 @@
 """The corpus job: every video under an input prefix -> the three tables under an output.
 
-The driver lists the corpus, drops the videos already committed by this run (see
-`vis_core.tables.commit`), and hands the rest, one video per call, to a fixed pool of
-`SegmentWorker` actors (one per GPU, or CPU actors sized to the node when there is none).
+The driver streams the corpus listing, drops the videos already committed by this run
+(`vis_core.corpus.plan`: checked against a compact set of the run's commits, so neither
+the listing nor the commits are held whole), and hands the rest, one video per call, to a
+fixed pool of `SegmentWorker` actors (one per GPU, or CPU actors sized to the node when
+there is none).
 Each call decodes the video in a prefetching thread, runs the detector, VITA and the
 masks (the two-pass path for long videos), and commits the video's rows itself, so no
 frame, feature or mask crosses the network. At most `in_flight_per_worker` videos wait on
@@ -25,24 +27,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vis_core.corpus.listing import CorpusVideo, list_corpus
+from vis_core.corpus.listing import CorpusVideo, iter_corpus
+from vis_core.corpus.plan import CorpusPlan
 from vis_core.corpus.process import ProcessOptions, process_video
 from vis_core.corpus.stage_seconds import StageSeconds
+from vis_core.corpus.time_limit import TimeLimit
 from vis_core.export.backend import DetectorBackend, apply_detector_backend, onnx_detector_bytes
 from vis_core.methods import build_segmenter
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
 from vis_core.tables.commit import CommitResult, Replace, TableCommitter
 from vis_core.tables.rows import VideoRecord, failed_rows
-from vis_core.tables.schema import STATUS_FAILED, STATUS_OK
+from vis_core.tables.schema import STATUS_OK
 from vis_core.video.decode import DecodeLimits
 from workflows.progress import JobProgress
 from workflows.ray_cluster import ensure_ray
@@ -60,6 +64,8 @@ class CorpusJobConfig:
         else one per `cpus_per_worker` of the cluster's CPUs); cpus_per_worker: CPUs (and
         torch threads) of each actor (None: 1 with a GPU, else every CPU of a node).
     retry_failed: process again the videos this run recorded as failed.
+    time_limit: how long one video may take (`vis_core.corpus.time_limit`); not part of
+        the run's identity.
     max_attempts: tries per video when its worker dies (a crash, a kill, out of memory).
     tracking_uri / experiment: where the job records itself in MLflow (None: the local
         default store); track=False records nothing.
@@ -86,6 +92,7 @@ class CorpusJobConfig:
     retry_failed: bool = False
     max_attempts: int = 2
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    time_limit: TimeLimit = field(default_factory=TimeLimit)
     ray_address: str | None = None
     track: bool = True
     tracking_uri: str | None = None
@@ -183,29 +190,19 @@ def run_corpus_job(
         ),
         method=config.method,
         limits=config.limits,
+        time_limit=config.time_limit,
     )
-    corpus = list_corpus(config.input_uri)
+    listing = iter_corpus(config.input_uri)  # streamed as the workers take videos
     job_id = uuid.uuid4().hex[:12]  # this job's claims (see `vis_core.tables.claims`)
     committer = TableCommitter(config.output_uri, options.run_id, job_id=job_id)
     recovered = committer.recover()
     if recovered:
         logger.info("removed %d files of interrupted commits", recovered)
-    committed = committer.committed()
-    todo = [
-        video
-        for video in corpus
-        if video.video_id not in committed
-        or (config.retry_failed and committed[video.video_id].status == STATUS_FAILED)
-    ]
-    logger.info(
-        "run %s: %d videos, %d to process, %d already committed",
-        options.run_id,
-        len(corpus),
-        len(todo),
-        len(corpus) - len(todo),
-    )
+    plan = CorpusPlan(listing, committer.committed_set(), config.retry_failed)
+    todo = iter(plan)
+    first = next(todo, None)
     outcomes: list[VideoOutcome] = []
-    if todo:
+    if first is not None:
         ensure_ray(config.ray_address)
         onnx_ref = None
         if config.detector_backend.kind == "onnx":
@@ -216,25 +213,33 @@ def run_corpus_job(
             pool: Any = StagedPool(config, ray.put(model_bytes), options, job_id, onnx_ref, model)
         else:
             pool = _WorkerPool(config, ray.put(model_bytes), options, job_id, onnx_ref)
-        progress = JobProgress(len(todo), enabled=config.progress)
+        progress = JobProgress(plan.to_process, enabled=config.progress, final=plan.finished)
         try:
-            for outcome in pool.run(todo, committer):
+            for outcome in pool.run(itertools.chain([first], todo), committer):
                 if outcome.committed_elsewhere:
                     logger.info("%s: committed by another run meanwhile", outcome.video_id)
                 else:
                     outcomes.append(outcome)
+                progress.total, progress.final = plan.to_process, plan.finished
                 progress.update(outcome.num_frames, failed=outcome.status != STATUS_OK)
                 if on_outcome is not None:
                     on_outcome(outcome)
         finally:
             progress.close()
             pool.shutdown()
+    logger.info(
+        "run %s: %d videos, %d processed, %d already committed",
+        options.run_id,
+        plan.listed,
+        plan.to_process,
+        plan.skipped,
+    )
     summary = CorpusJobSummary(
         run_id=options.run_id,
         model=options.model,
         output_uri=config.output_uri,
-        videos=len(corpus),
-        skipped=len(corpus) - len(outcomes),
+        videos=plan.listed,
+        skipped=plan.listed - len(outcomes),
         ok=sum(o.status == STATUS_OK for o in outcomes),
         failed=sum(o.status != STATUS_OK for o in outcomes),
         tracklets=sum(o.num_tracklets for o in outcomes),
@@ -398,20 +403,27 @@ class _WorkerPool:
         ]
         logger.info("%d segmentation workers, %d CPUs each", count, cpus)
 
-    def run(self, videos: list[CorpusVideo], committer: TableCommitter):
-        """Yield one `VideoOutcome` per video, in completion order."""
+    def run(self, videos: Iterable[CorpusVideo], committer: TableCommitter):
+        """Yield one `VideoOutcome` per video, in completion order; `videos` is pulled
+        only as workers have room (a streamed listing is never held whole)."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
-        pending = deque(videos)
+        pending = iter(videos)
+        more = True
         in_flight: dict[Any, tuple[int, CorpusVideo]] = {}
         load = [0] * len(self.workers)
-        while pending or in_flight:
+        while more or in_flight:
             for index in sorted(range(len(self.workers)), key=load.__getitem__):
-                while pending and load[index] < self.config.in_flight_per_worker:
-                    video = pending.popleft()
+                while more and load[index] < self.config.in_flight_per_worker:
+                    video = next(pending, None)
+                    if video is None:
+                        more = False
+                        break
                     in_flight[self.workers[index].process.remote(video)] = (index, video)
                     load[index] += 1
+            if not in_flight:
+                break
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
                 index, video = in_flight.pop(ref)
@@ -443,7 +455,9 @@ def record_failure(
         f"the worker failed {config.max_attempts} times while processing this "
         f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
     )
-    record = VideoRecord(video.video_id, video.uri, options.model, options.run_id, options.method)
+    record = VideoRecord(
+        video.video_id, video.uri, options.model, options.run_id, method=options.method
+    )
     result = committer.commit(failed_rows(record, message), replace=_replace(config))
     if not result.won and result.claim.status == STATUS_OK:
         message = None  # the worker committed the video before it died

@@ -2,6 +2,8 @@
 
 On a terminal it redraws one line in place; elsewhere (logs, CI) it writes a line at most
 every `interval_s` seconds, so a long job shows it is alive without flooding the log.
+While the corpus is still being listed (the job streams it), the total is the videos
+listed so far and there is no ETA.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ class JobProgress:
         self,
         total_videos: int,
         enabled: bool = True,
+        final: bool = True,
         stream: TextIO | None = None,
         interval_s: float = 10.0,
     ):
         self.total = total_videos
+        self.final = final  # False: `total` grows as the listing goes on
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self.interval_s = interval_s if not self._interactive() else 0.1
@@ -32,7 +36,7 @@ class JobProgress:
         self.failed += int(failed)
         self.frames += frames
         now = time.perf_counter()
-        if now - self._last_shown >= self.interval_s or self.done == self.total:
+        if now - self._last_shown >= self.interval_s or (self.final and self.done == self.total):
             self._last_shown = now
             self._show()
 
@@ -44,6 +48,11 @@ class JobProgress:
     def line(self) -> str:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         rate = self.frames / elapsed
+        if not self.final:
+            return (
+                f"[listing] videos {self.done}/{self.total}+ ({self.failed} failed)  "
+                f"frames {self.frames:,}  {rate:.1f} frames/s"
+            )
         remaining = elapsed / self.done * (self.total - self.done) if self.done else 0.0
         width = 24
         filled = width * self.done // max(self.total, 1)

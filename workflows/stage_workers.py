@@ -187,6 +187,9 @@ class DetectorActor:
     def close(self, key: str) -> DetectorReport:
         return self._signed(self.stage.close(key))
 
+    def abandon(self, key: str) -> None:
+        self.stage.abandon(key)
+
     def _signed(self, report: DetectorReport) -> DetectorReport:
         return dataclasses.replace(
             report, worker_pid=os.getpid(), worker_peak_memory_bytes=_peak_memory_bytes()

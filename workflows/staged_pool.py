@@ -27,9 +27,11 @@ need: on a 2-CPU node that stalls the job), and live on their detector actor's n
 data is there, and it is that node's CPUs that must feed its GPU.
 
 Failures: a video that cannot be decoded or segmented gets its `failed` row from the commit
-actor, with the single-actor path's message. A detector actor that dies is restarted by Ray;
-the videos it held, like a video whose decoder died, start again from their first
-frame, up to `max_attempts` times, then get a `failed` row that says so. Commits are
+actor, with the single-actor path's message; so does one whose decoding runs over its time
+limit (`TimeLimit`, checked by the driver while the video's frames are being read, as the
+single path checks it whenever the model waits for a frame). A detector actor that dies
+is restarted by Ray; the videos it held, like a video whose decoder died, start again from
+their first frame, up to `max_attempts` times, then get a `failed` row that says so. Commits are
 idempotent (claims), so nothing is duplicated. An interrupted job waits for its commits in
 flight, cancels the rest and stops its actors.
 """
@@ -39,13 +41,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from vis_core.corpus.detector_stage import FAILED, LONG, OK, RETRY, DetectorReport
 from vis_core.corpus.listing import CorpusVideo
 from vis_core.corpus.process import ProcessOptions
+from vis_core.corpus.time_limit import Deadline
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.tables.commit import TableCommitter
 from workflows.corpus_job import CorpusJobConfig, VideoOutcome, _replace, record_failure
@@ -90,6 +93,7 @@ class _Video:
     running_masks: int = 0  # mask logits on a finisher
     encoded: list[Any] = field(default_factory=list)  # encoded chunk refs, in frame order
     failure: str | None = None
+    deadline: Deadline | None = None  # of the current attempt
 
 
 @dataclass(frozen=True)
@@ -189,12 +193,16 @@ class StagedPool:
             batch_frames,
         )
 
-    def run(self, videos: list[CorpusVideo], committer: TableCommitter) -> Iterator[VideoOutcome]:
-        """Yield one `VideoOutcome` per video, in completion order."""
+    def run(
+        self, videos: Iterable[CorpusVideo], committer: TableCommitter
+    ) -> Iterator[VideoOutcome]:
+        """Yield one `VideoOutcome` per video, in completion order; `videos` is read as
+        the actors have room (a streamed listing is never held whole)."""
         import ray
 
         actors = len(self.actors)
-        self._pending = deque(_Video(video, index) for index, video in enumerate(videos))
+        self._listing = iter(enumerate(videos))
+        self._pending: deque[_Video] = deque()  # videos started again
         self._ops: list[deque[_Op]] = [deque() for _ in range(actors)]
         self._actor_calls = [0] * actors
         self._open = [0] * actors  # videos whose state is on each actor
@@ -205,13 +213,15 @@ class StagedPool:
         self._free_slots = [list(range(len(d))) for d in self.decoders]
         self._commit_queue: deque[_Video] = deque()
         self._commits_running = 0
-        remaining = len(self._pending)
-        while remaining:
-            self._admit()
+        self._remaining = 0  # videos taken from the listing and not yet committed
+        while self._admit() or self._remaining:
+            self._enforce_time_limits()
             self._dispatch()
             self._ping_recovering()
             waitables = [*self._calls, *self._pulling()]
             due = min((t for t in self._recovering.values() if t < float("inf")), default=None)
+            if (limit := self._next_time_limit()) is not None:
+                due = limit if due is None else min(due, limit)
             timeout = None if due is None else max(0.0, due - time.monotonic())
             if not waitables:
                 if timeout is None:
@@ -229,7 +239,7 @@ class StagedPool:
                 if call.kind in ("mask", "commit"):
                     self._finisher_load[call.actor][call.finisher] -= 1
                 if call.kind == "commit":
-                    remaining -= 1
+                    self._remaining -= 1
                     yield self._committed(waitable, call.videos[0][0], committer)
                 elif call.kind == "mask":
                     self._masked(*call.videos[0])
@@ -256,24 +266,32 @@ class StagedPool:
 
     # Scheduling.
 
-    def _admit(self) -> None:
-        """Give queued videos to the actors holding the fewest, up to their bound, while
-        the masks and commits keep up (else the devices wait: the backpressure)."""
+    def _admit(self) -> bool:
+        """Give videos (started again first, then the listing's) to the actors holding the
+        fewest, up to their bound, while the masks and commits keep up (else the devices
+        wait: the backpressure). False once the listing is done and nothing is queued."""
         staged = self.config.staged
-        while self._pending:
+        while True:
             if len(self._mask_queue) >= self.mask_backlog:
-                return
+                return True
             if len(self._commit_queue) >= 2 * staged.commit_tasks:
-                return
+                return True
             alive = [a for a in range(len(self.actors)) if a not in self._recovering]
             actor = min(alive, key=self._open.__getitem__, default=None)
             if actor is None or not self._free_slots[actor]:
-                return
-            video = self._pending.popleft()
+                return True
+            if self._pending:
+                video = self._pending.popleft()
+            elif (listed := next(self._listing, None)) is not None:
+                video = _Video(listed[1], listed[0])
+                self._remaining += 1
+            else:
+                return False
             video.actor, video.generation = actor, self._generation[actor]
             video.slot = self._free_slots[actor].pop()
             video.key = f"{video.index}.{video.attempt}"
             video.started = video.started or time.time()
+            video.deadline = self.options.time_limit.start()
             video.reports, video.encoded, video.slots = [], [], []
             video.queued_masks = video.running_masks = 0
             self._open[actor] += 1
@@ -331,6 +349,8 @@ class StagedPool:
             self._ops[video.actor].append(_Op(kind, video, video.key))
             return
         kind = "detect" if video.phase == DECODE else "second"
+        if video.items:  # a chunk (the first item is the header): its frames' allowance
+            video.deadline.advance(self.chunk_frames)
         self._ops[video.actor].append(_Op(kind, video, video.key, ref, first=video.items == 0))
         video.items += 1
         video.waiting += 1
@@ -533,8 +553,28 @@ class StagedPool:
         del self._recovering[actor]
         logger.info("detector actor %d is back", actor)
 
-    def _again(self, video: _Video, error: Exception) -> None:
-        """Start `video` again from its first frame, or give it up as failed."""
+    def _next_time_limit(self) -> float | None:
+        """When the first video being read runs out of time (`time.monotonic()`)."""
+        remaining = min((v.deadline.remaining() for v in self._decoding.values()), default=None)
+        if remaining is None or remaining == float("inf"):
+            return None
+        return time.monotonic() + remaining
+
+    def _enforce_time_limits(self) -> None:
+        """Give up the videos still being read past their time limit: a `failed` row, as
+        on the single path (what runs after the last frame, VITA and the masks, is not
+        interrupted there either)."""
+        for video in [v for v in self._decoding.values() if v.deadline.remaining() <= 0]:
+            self.actors[video.actor].abandon.remote(video.key)  # after its calls in flight
+            message = f"VideoTimeLimitError: {video.deadline.describe()}"
+            self._drop(video)
+            video.failure = message
+            video.phase = COMMIT
+            self._commit_queue.append(video)
+
+    def _drop(self, video: _Video) -> None:
+        """Forget the current attempt of `video`: its decoder, its place on its actor, its
+        queued calls; what is still in flight for it is stale."""
         import ray
 
         if video.generator is not None:
@@ -543,8 +583,12 @@ class StagedPool:
             video.generator = None
         self._release(video)
         self._ops[video.actor] = deque(op for op in self._ops[video.actor] if op.video is not video)
-        video.key = ""  # what is still in flight for it is stale
+        video.key = ""
         video.slots, video.encoded, video.reports = [], [], []
+
+    def _again(self, video: _Video, error: Exception) -> None:
+        """Start `video` again from its first frame, or give it up as failed."""
+        self._drop(video)
         if video.attempt >= self.config.max_attempts:
             video.failure = (
                 f"the worker failed {self.config.max_attempts} times while processing this "

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from vis_core.methods import TRAINABLE_METHODS, get_method
+from vis_core.modeling.config import ModelConfig
 from vis_core.modeling.presets import get_preset
 from vis_core.paths import data_dir
 from workflows.ray_cluster import ensure_ray
@@ -85,7 +86,7 @@ def run_training(config: TrainJobConfig) -> TrainResult:
     from workflows.tracking import TrainingRun
 
     job = resolve_config(config)
-    model_config = get_method(job.method).with_head(get_preset(job.preset))
+    model_config = get_method(job.method).with_head(_with_initial_heads(job))
     tracking = TrainingRun.start_or_resume(
         tracking_config(job), job.name, tags={"vis.preset": job.preset}
     )
@@ -190,6 +191,21 @@ def _local_path(uri: str) -> str:
 
 def _absolute(uri: str) -> str:
     return os.path.abspath(uri) if "://" not in uri else uri
+
+
+def _with_initial_heads(job: TrainJobConfig) -> ModelConfig:
+    """The preset's config with the online heads the initial model carries (their
+    weights come with it and stay), so training one head keeps the others."""
+    config = get_preset(job.preset)
+    if job.init_model is None:
+        return config
+    from vis_core.modeling.model_file import load_model
+    from vis_core.modeling.vita_model import OPTIONAL_HEADS
+    from workflows.tracking import resolve_model_uri
+
+    initial = load_model(str(resolve_model_uri(job.init_model, job.tracking_uri))).config
+    heads = {name: getattr(initial, name) for name in OPTIONAL_HEADS}
+    return dataclasses.replace(config, **{k: v for k, v in heads.items() if v is not None})
 
 
 def _jsonable(value: Any) -> Any:

@@ -45,6 +45,7 @@ from workflows.train_config import (
     TrainConfigError,
     TrainJobConfig,
     TrainState,
+    TrainStateError,
     format_progress,
     tracking_config,
 )
@@ -211,11 +212,9 @@ def train_worker(loop_config: Mapping[str, Any]) -> None:
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
 
     model = build_model(job, model_config)
-    state = None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = TrainState.load(folder)
+    state = restore_state(checkpoint) if checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state.model)
     # A batch whose clips hold no instance leaves some heads without a gradient (seen as a
     # DDP reduction error in the first long run), so DDP must look for unused parameters.
@@ -300,6 +299,33 @@ def train_worker(loop_config: Mapping[str, Any]) -> None:
                 saved = Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved)
         window = _Window()
+
+
+def restore_state(checkpoint: Any) -> TrainState:
+    """The training state of Ray Train's `checkpoint`, or, when its file is damaged (an
+    upload cut short, a truncated file), of the newest earlier checkpoint of the same run
+    that loads: the run goes on from there, its step count continuing. Raises
+    `TrainStateError` when none loads."""
+    from pyarrow import fs as pafs
+    from ray.train import Checkpoint
+
+    candidates = [checkpoint]
+    parent, name = os.path.split(checkpoint.path.rstrip("/"))
+    listing = checkpoint.filesystem.get_file_info(pafs.FileSelector(parent))
+    earlier = (info.base_name for info in listing if info.type == pafs.FileType.Directory)
+    earlier = sorted((n for n in earlier if n.startswith("checkpoint_") and n < name), reverse=True)
+    candidates += [Checkpoint(f"{parent}/{n}", checkpoint.filesystem) for n in earlier]
+    errors = []
+    for candidate in candidates:
+        try:
+            with candidate.as_directory() as folder:
+                state = TrainState.load(folder)
+        except TrainStateError as error:
+            logger.warning("skipping a damaged checkpoint: %s", error)
+            errors.append(str(error))
+            continue
+        return state
+    raise TrainStateError("no checkpoint of the run loads:\n" + "\n".join(errors))
 
 
 def _quiet_report_log() -> None:

@@ -195,6 +195,11 @@ class DetectorStage:
             return entry.report(RETRY)
         return entry.report(FAILED if entry.failure else OK)
 
+    def abandon(self, key: Hashable) -> None:
+        """Drop a video the driver has given up on (its time limit), whatever it holds."""
+        self._entries.pop(key, None)
+        self.program.discard(key)
+
     def _detect(self, batch: list[tuple[Hashable, PreparedChunk]]) -> None:
         cpu, started = time.process_time(), time.perf_counter()
         try:

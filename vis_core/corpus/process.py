@@ -2,12 +2,16 @@
 
 Decoding runs in a background thread a few chunks ahead of the model (PyAV releases the
 GIL), so reading and decoding overlap inference. A long video is read twice (the
-segmenter's two-pass path), each pass a fresh sequential decode.
+segmenter's two-pass path), each pass a fresh sequential decode. Every FFmpeg call of a
+video (opening and probing it too) runs in that thread, so the video's time limit
+(vis_core/corpus/time_limit.py) holds even when FFmpeg never returns: the video gets a
+`failed` row and the job goes on (the stuck thread is left behind, a daemon).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import queue
 import threading
 import time
@@ -17,11 +21,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vis_core.corpus.listing import CorpusVideo
+from vis_core.corpus.time_limit import Deadline, TimeLimit, VideoTimeLimitError
 from vis_core.inference.dataset import Segmenter
 from vis_core.inference.frames import FrameSourceError
 from vis_core.tables.rows import VideoRecord, VideoRows, failed_rows, ok_rows
 from vis_core.video.decode import DecodeLimits, open_video
 from vis_core.video.errors import VideoDecodeError
+from vis_core.video.probe import VideoInfo
+
+logger = logging.getLogger(__name__)
+
+# How long a stopped decoding thread may take to notice (it polls every 0.1 s).
+_STOP_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class ProcessOptions:
     """model: the name recorded in `videos.model`; run_id: the job's identity; method:
     the temporal method (`vis_core.methods`), recorded in `videos.method`;
     limits: what a video may be (bigger ones fail with `VideoTooLargeError`);
+    time_limit: how long a video may take (slower ones fail with `VideoTimeLimitError`);
     decode_threads: decoder threads (0: FFmpeg's choice); prefetch_frames: how far the
     decoding thread may run ahead of the model."""
 
@@ -36,6 +48,7 @@ class ProcessOptions:
     run_id: str
     method: str = "vita"
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    time_limit: TimeLimit = field(default_factory=TimeLimit)
     decode_threads: int = 0
     prefetch_frames: int = 32
 
@@ -45,7 +58,7 @@ def process_video(
 ) -> VideoRows:
     """The rows of `video`: `ok` with its tracklets (category names from `class_names`,
     the model's), or `failed` with a clear error for a video that cannot be decoded or
-    segmented (nothing of it is kept then)."""
+    segmented, or runs over its time limit (nothing of it is kept then)."""
     started = time.perf_counter()
     record = VideoRecord(
         video_id=video.video_id,
@@ -54,64 +67,73 @@ def process_video(
         run_id=options.run_id,
         method=options.method,
     )
-    decoded = _DecodeLog()
+    decoded = _DecodeLog(video.uri, options, options.time_limit.start())
     try:
-        with open_video(video.uri, options.limits, options.decode_threads) as reader:
-            info = reader.info
-        record = dataclasses.replace(record, fps=info.fps, width=info.width, height=info.height)
-
-        def frames() -> Iterator[np.ndarray]:
-            return decoded.frames(video.uri, options)
-
-        inference_started = time.perf_counter()
-        instances = segmenter.segment(frames)
-        inference_s = time.perf_counter() - inference_started
-        timestamps = decoded.first_pass_timestamps
+        instances = segmenter.segment(decoded.frames)
+        total_s = time.perf_counter() - started
         record = dataclasses.replace(
-            record,
+            decoded.describe(record),
             num_frames=instances.num_frames,
             decode_s=decoded.seconds,
-            inference_s=inference_s - decoded.seconds,
-            total_s=time.perf_counter() - started,
+            inference_s=total_s - decoded.seconds,
+            total_s=total_s,
         )
+        timestamps = decoded.first_pass_timestamps
         return ok_rows(record, instances, class_names, timestamps)
-    except (VideoDecodeError, FrameSourceError) as error:
+    except (VideoDecodeError, FrameSourceError, VideoTimeLimitError) as error:
         message = f"{type(error).__name__}: {error}"
     except Exception as error:  # a failed row, never a crashed job (see the module doc)
         message = f"{type(error).__name__} while processing: {error}"
-    return failed_rows(dataclasses.replace(record, total_s=time.perf_counter() - started), message)
+    record = dataclasses.replace(decoded.describe(record), total_s=time.perf_counter() - started)
+    return failed_rows(record, message)
 
 
 class _DecodeLog:
-    """Decodes passes over a video through a prefetching thread; keeps the first pass's
-    timestamps and the time spent waiting for frames."""
+    """Decodes passes over a video through a prefetching thread; keeps the video's info,
+    the first pass's timestamps and the time spent waiting for frames."""
 
-    def __init__(self) -> None:
+    def __init__(self, uri: str, options: ProcessOptions, deadline: Deadline) -> None:
+        self.info: VideoInfo | None = None
         self.first_pass_timestamps: list[float] = []
         self.seconds = 0.0
+        self._uri = uri
+        self._options = options
+        self._deadline = deadline
         self._passes = 0
 
-    def frames(self, uri: str, options: ProcessOptions) -> Iterator[np.ndarray]:
+    def describe(self, record: VideoRecord) -> VideoRecord:
+        """`record` with the video's frame rate and displayed size, once known."""
+        if self.info is None:
+            return record
+        info = self.info
+        return dataclasses.replace(record, fps=info.fps, width=info.width, height=info.height)
+
+    def frames(self) -> Iterator[np.ndarray]:
         first = self._passes == 0
         self._passes += 1
-        decoded = _prefetched(uri, options)
+        decoded = _prefetched(self._uri, self._options, self._deadline)
         while True:
             waited = time.perf_counter()
-            frame = next(decoded, None)
+            item = next(decoded, None)
             self.seconds += time.perf_counter() - waited
-            if frame is None:
+            if item is None:
                 return
+            if isinstance(item, VideoInfo):
+                self.info = item
+                continue
+            self._deadline.advance()
             if first:
-                self.first_pass_timestamps.append(frame.timestamp_s)
-            yield frame.image
+                self.first_pass_timestamps.append(item.timestamp_s)
+            yield item.image
 
 
 _END = object()
 
 
-def _prefetched(uri: str, options: ProcessOptions) -> Iterator:
-    """The video's `DecodedFrame`s, decoded by a background thread up to
-    `prefetch_frames` ahead; decoding errors are raised here, in order."""
+def _prefetched(uri: str, options: ProcessOptions, deadline: Deadline) -> Iterator:
+    """The video's `VideoInfo`, then its `DecodedFrame`s, opened and decoded by a background
+    thread up to `prefetch_frames` ahead; decoding errors are raised here, in order, and
+    `VideoTimeLimitError` once the deadline passes (while waiting or between frames)."""
     frames: queue.Queue = queue.Queue(maxsize=max(1, options.prefetch_frames))
     stop = threading.Event()
 
@@ -128,6 +150,8 @@ def _prefetched(uri: str, options: ProcessOptions) -> Iterator:
     def decode() -> None:
         try:
             with open_video(uri, options.limits, options.decode_threads) as reader:
+                if not put(reader.info):
+                    return
                 for frame in reader.frames():
                     if not put(frame):
                         return
@@ -139,7 +163,7 @@ def _prefetched(uri: str, options: ProcessOptions) -> Iterator:
     thread.start()
     try:
         while True:
-            item = frames.get()
+            item = _next_item(frames, deadline, uri)
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -147,4 +171,19 @@ def _prefetched(uri: str, options: ProcessOptions) -> Iterator:
             yield item
     finally:
         stop.set()
-        thread.join()
+        thread.join(_STOP_WAIT_S)
+        if thread.is_alive():
+            logger.warning("%s: the decoding thread is stuck in FFmpeg; left behind", uri)
+
+
+def _next_item(frames: queue.Queue, deadline: Deadline, uri: str) -> object:
+    """The next item from the decoding thread (info, frame, error or the end), waiting no
+    longer than the deadline."""
+    while True:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise VideoTimeLimitError(f"{uri}: {deadline.describe()}")
+        try:
+            return frames.get(timeout=min(remaining, 1.0))
+        except queue.Empty:
+            continue

@@ -50,7 +50,10 @@ class DetectorChunk:
 
     first_frame: the video index of the chunk's first frame. class_logits `[t, Q, K+1]`
     (no-object last); mask_logits `[t, Q, h, w]`; frame_queries `[t, Q, C]`: the last
-    decoder layer's decoder-normed queries; mask_features `[t, C, h, w]` (stride 4).
+    decoder layer's decoder-normed queries; mask_features `[t, C, h, w]` (stride 4). For a
+    head that runs the frame decoder itself: attended_maps, the three maps it attends
+    (coarse first), and decoder_mask_features `[t, D, h, w]` (`FrameDetections`; empty and
+    None where the detector does not give them, as the ONNX one).
     """
 
     first_frame: int
@@ -58,6 +61,8 @@ class DetectorChunk:
     mask_logits: Tensor
     frame_queries: Tensor
     mask_features: Tensor
+    attended_maps: tuple[Tensor, ...] = ()
+    decoder_mask_features: Tensor | None = None
 
     @classmethod
     def from_detections(cls, first_frame: int, detections: FrameDetections) -> DetectorChunk:
@@ -68,6 +73,8 @@ class DetectorChunk:
             mask_logits=detections.pred_masks,
             frame_queries=detections.frame_queries[-1],
             mask_features=detections.clip_mask_features,
+            attended_maps=detections.attended_maps,
+            decoder_mask_features=detections.decoder_mask_features,
         )
 
     @property

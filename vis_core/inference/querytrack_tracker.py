@@ -3,7 +3,8 @@
 For each frame of a chunk:
 1. candidates: the top `candidates` queries by confidence pi (largest non-object class
    probability) with pi >= `candidate_score`, each with its class, the tight box around
-   its stride-4 mask (logit > 0) and its track embedding from the model's `QueryTrackHead`;
+   its stride-4 mask (logit > 0) and its track embedding from the model's `QueryTrackHead`,
+   after mask NMS (`candidate_nms_iou`);
 2. tracks unmatched for `time_to_live` frames are finished and leave the memory;
 3. the association rule (`association.py`) continues or starts tracks;
 4. each candidate that joined or started a track gives that track's mask in the frame:
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from vis_core.inference.association import Candidates, TrackMemory, associate, expire
+from vis_core.inference.mask_overlap import mask_nms
 from vis_core.inference.online import DetectorChunk, HeadStep, TrackMasks, TrackSummary
 from vis_core.modeling.boxes import mask_to_box
 from vis_core.modeling.head_config import AssociationConfig
@@ -81,13 +83,17 @@ class QueryTrackTracker:
         for offset in range(chunk.num_frames):
             frame = chunk.first_frame + offset
             sure = scores[offset] >= self.config.candidate_score
-            chosen = queries[offset][sure]
+            chosen, chosen_scores = queries[offset][sure], scores[offset][sure]
             candidate_masks = chunk.mask_logits[offset, chosen]  # [M, h, w]
+            if self.config.candidate_nms_iou is not None:
+                kept = mask_nms(candidate_masks > 0, chosen_scores, self.config.candidate_nms_iou)
+                chosen, chosen_scores = chosen[kept], chosen_scores[kept]
+                candidate_masks = candidate_masks[kept]
             candidates = Candidates(
                 embeddings=embeddings[offset, chosen],
                 boxes=mask_to_box(candidate_masks > 0),
                 labels=confidence.labels[offset, chosen],
-                scores=scores[offset][sure],
+                scores=chosen_scores,
             )
             memory, ended = expire(memory, frame, self.config.time_to_live)
             finished.extend(self._summaries(ended))

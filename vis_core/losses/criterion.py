@@ -33,6 +33,18 @@ from vis_core.modeling.vita_model import ClipPrediction
 _AUX_SUFFIX = re.compile(r"_\d+$")
 
 
+def term_weight(weights: Mapping[str, float], name: str, strip: Sequence[str] = ()) -> float:
+    """The weight of loss term `name` in `weights` (keyed by base names): an auxiliary
+    layer's term weighs as the last layer's (`loss_ce_3` as `loss_ce`), and a term of the
+    groups in `strip` as the plain one (with "pilot": `loss_pilot_ce` as `loss_ce`)."""
+    base = _AUX_SUFFIX.sub("", name)
+    for group in strip:
+        base = base.replace(f"loss_{group}_", "loss_", 1)
+    if base not in weights:
+        raise KeyError(f"unknown loss term {name!r}")
+    return weights[base]
+
+
 @dataclass(frozen=True)
 class Losses:
     """Named loss terms (unweighted scalars) and the weight of each in the total."""
@@ -101,10 +113,7 @@ class VitaCriterion(nn.Module):
 
     def weight_of(self, name: str) -> float:
         """The reference weight of a term name (`loss_ce_3` weighs as `loss_ce`)."""
-        base = _AUX_SUFFIX.sub("", name)
-        if base not in self._base_weights:
-            raise KeyError(f"unknown loss term {name!r}")
-        return self._base_weights[base]
+        return term_weight(self._base_weights, name)
 
     def forward(self, prediction: ClipPrediction, targets: Sequence[ClipTargets]) -> Losses:
         """prediction: the model's output on B clips of T frames, in training mode.

@@ -23,13 +23,18 @@ def sigmoid_ce_loss(point_logits: Tensor, point_labels: Tensor, num_masks: float
     return loss.mean(dim=1).sum() / num_masks
 
 
+def dice_coefficient(probability: Tensor, point_labels: Tensor) -> Tensor:
+    """`(2|p t| + 1) / (|p| + |t| + 1)` per mask (+1 smoothing): probability,
+    point_labels `[N, P]` in [0, 1] -> `[N]`."""
+    overlap = (probability * point_labels).sum(dim=1)
+    total = probability.sum(dim=1) + point_labels.sum(dim=1)
+    return (2.0 * overlap + 1.0) / (total + 1.0)
+
+
 def dice_loss(point_logits: Tensor, point_labels: Tensor, num_masks: float) -> Tensor:
     """`1 - (2|p t| + 1) / (|p| + |t| + 1)` per mask (+1 smoothing), summed over masks and
     divided by `num_masks`. point_logits, point_labels: `[N, P]`."""
-    probability = point_logits.sigmoid()
-    overlap = (probability * point_labels).sum(dim=1)
-    total = probability.sum(dim=1) + point_labels.sum(dim=1)
-    return (1.0 - (2.0 * overlap + 1.0) / (total + 1.0)).sum() / num_masks
+    return (1.0 - dice_coefficient(point_logits.sigmoid(), point_labels)).sum() / num_masks
 
 
 def pairwise_sigmoid_ce_cost(point_logits: Tensor, point_labels: Tensor) -> Tensor:
@@ -41,13 +46,18 @@ def pairwise_sigmoid_ce_cost(point_logits: Tensor, point_labels: Tensor) -> Tens
     return (negative - agreement) / point_logits.shape[-1]
 
 
+def pairwise_dice_coefficient(probability: Tensor, point_labels: Tensor) -> Tensor:
+    """Dice coefficient (+1 smoothing) of every prediction against every target:
+    probabilities `[..., Q, P]` x labels `[..., M, P]` -> `[..., Q, M]`."""
+    overlap = probability @ point_labels.transpose(-1, -2)
+    total = probability.sum(dim=-1)[..., :, None] + point_labels.sum(dim=-1)[..., None, :]
+    return (2.0 * overlap + 1.0) / (total + 1.0)
+
+
 def pairwise_dice_cost(point_logits: Tensor, point_labels: Tensor) -> Tensor:
     """Dice loss (+1 smoothing) of every prediction against every target: `[..., Q, P]` x
     `[..., M, P]` -> `[..., Q, M]`."""
-    probability = point_logits.sigmoid()
-    overlap = probability @ point_labels.transpose(-1, -2)
-    total = probability.sum(dim=-1)[..., :, None] + point_labels.sum(dim=-1)[..., None, :]
-    return 1.0 - (2.0 * overlap + 1.0) / (total + 1.0)
+    return 1.0 - pairwise_dice_coefficient(point_logits.sigmoid(), point_labels)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ key instances, R reference entries.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
@@ -33,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vis_core.data.targets import ClipTargets, FrameTargets
-from vis_core.losses.criterion import Losses
+from vis_core.losses.criterion import Losses, term_weight
 from vis_core.losses.frame_criterion import FrameCriterion
 from vis_core.losses.mask_losses import downsample_targets
 from vis_core.losses.matcher import Matching
@@ -42,8 +41,6 @@ from vis_core.modeling.frame_decoder import FramePrediction
 from vis_core.modeling.frame_detector import FrameDetections
 from vis_core.modeling.head_config import QueryTrackConfig
 from vis_core.modeling.vita_model import ClipPrediction
-
-_AUX_SUFFIX = re.compile(r"_\d+$")
 
 
 def softmax_focal_loss(logits: Tensor, positive: Tensor, alpha: float, gamma: float) -> Tensor:
@@ -152,10 +149,7 @@ class QueryTrackCriterion(nn.Module):
         """The weight of a term (`loss_ce_3` and `loss_pilot_ce` weigh as `loss_ce`)."""
         if name == "loss_track":
             return self.head.loss_weight
-        base = _AUX_SUFFIX.sub("", name).replace("loss_pilot_", "loss_")
-        if base not in self._frame_weights:
-            raise KeyError(f"unknown loss term {name!r}")
-        return self._frame_weights[base]
+        return term_weight(self._frame_weights, name, strip=("pilot",))
 
     def forward(self, prediction: ClipPrediction, targets: Sequence[ClipTargets]) -> Losses:
         """prediction: the model's output on B clips of T frames (training mode).

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_type_hints
 
-from vis_core.modeling.head_config import QueryTrackConfig
+from vis_core.modeling.head_config import HitfConfig, L2gConfig, QueryTrackConfig
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,8 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     # Online temporal heads beside VITA (`head_config.py`); None: the model has none.
     querytrack: QueryTrackConfig | None = None
+    hitf: HitfConfig | None = None
+    l2g: L2gConfig | None = None
 
     def __post_init__(self) -> None:
         if self.class_names and len(self.class_names) != self.num_classes:

@@ -77,6 +77,25 @@ class FrameDecoderOutput:
         return (*self.aux_outputs, FramePrediction(self.pred_logits, self.pred_masks))
 
 
+@dataclass(frozen=True)
+class DecoderMemory:
+    """What the layers attend, per feature level (low resolution first): tokens and
+    positions `[h_l*w_l, N, C]` (sequence-first, row-major over the map), sizes (h_l, w_l)."""
+
+    tokens: tuple[Tensor, ...]
+    positions: tuple[Tensor, ...]
+    sizes: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class InitialQueries:
+    """Queries to start the layers from instead of the learnable ones: content and
+    position `[Q, N, C]` (sequence-first)."""
+
+    content: Tensor
+    position: Tensor
+
+
 def unblock_fully_blocked_rows(attn_mask: Tensor) -> Tensor:
     """Let a query that is blocked from every pixel attend to all of them instead.
 
@@ -142,24 +161,23 @@ class FrameDecoder(nn.Module):
         multi_scale_features: Sequence[Tensor],
         mask_features: Tensor,
         pilot: MaskPilot | None = None,
+        initial: InitialQueries | None = None,
     ) -> FrameDecoderOutput:
         """multi_scale_features: 3 maps `[N, in_channels, h_l, w_l]`, low resolution first;
         mask_features: `[N, D, H, W]`; pilot: ground truth for mask-piloted training (the
         pilot queries run beside the Q learnable ones and never change their results'
-        shapes; see `mask_pilot.py`)."""
+        shapes; see `mask_pilot.py`); initial: queries that replace the learnable ones
+        (a temporal head's propagated queries, `l2g.py`)."""
         self._check_inputs(multi_scale_features, mask_features)
-        memories, memory_positions, level_sizes = [], [], []
-        for level, feature in enumerate(multi_scale_features):
-            level_sizes.append((feature.shape[-2], feature.shape[-1]))
-            position = self.position_embedding(feature).to(feature.dtype)
-            memory = self.input_proj[level](feature) + self.level_embed.weight[level][:, None, None]
-            # [N, C, h, w] -> [h*w, N, C]: nn.MultiheadAttention is sequence-first
-            memories.append(memory.flatten(2).permute(2, 0, 1))
-            memory_positions.append(position.flatten(2).permute(2, 0, 1))
+        memory = self.memory(multi_scale_features)
+        memories, memory_positions, level_sizes = memory.tokens, memory.positions, memory.sizes
 
         frames = mask_features.shape[0]
-        query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, frames, -1)  # [Q, N, C]
-        queries = self.query_feat.weight.unsqueeze(1).expand(-1, frames, -1)  # [Q, N, C]
+        if initial is None:
+            query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, frames, -1)  # [Q, N, C]
+            queries = self.query_feat.weight.unsqueeze(1).expand(-1, frames, -1)  # [Q, N, C]
+        else:
+            queries, query_pos = initial.content, initial.position
 
         num_queries = queries.shape[0]
         self_attn_mask = None
@@ -201,6 +219,19 @@ class FrameDecoder(nn.Module):
             frame_queries=torch.stack(normed_queries[-kept_layers:]),
             pilot_predictions=tuple(pilots),
         )
+
+    def memory(self, multi_scale_features: Sequence[Tensor]) -> DecoderMemory:
+        """The keys and values the layers attend: each map projected to C channels plus its
+        level embedding, and its sine positions."""
+        tokens, positions, sizes = [], [], []
+        for level, feature in enumerate(multi_scale_features):
+            sizes.append((feature.shape[-2], feature.shape[-1]))
+            position = self.position_embedding(feature).to(feature.dtype)
+            memory = self.input_proj[level](feature) + self.level_embed.weight[level][:, None, None]
+            # [N, C, h, w] -> [h*w, N, C]: nn.MultiheadAttention is sequence-first
+            tokens.append(memory.flatten(2).permute(2, 0, 1))
+            positions.append(position.flatten(2).permute(2, 0, 1))
+        return DecoderMemory(tuple(tokens), tuple(positions), tuple(sizes))
 
     def _add_pilot_queries(
         self, pilot: MaskPilot, queries: Tensor, query_pos: Tensor

@@ -34,6 +34,9 @@ class FrameDetections:
     `vita_last_layers` layers in training, the last one in eval).
     clip_mask_features `[N, C, h, w]`: the stride-4 pixel-decoder map VITA's masks use.
     pilot_predictions: the pilot queries' predictions in mask-piloted training, else empty.
+    attended_maps: the three maps `[N, C, h_l, w_l]` the frame decoder attends (coarse
+    first) and decoder_mask_features `[N, D, h, w]` its mask features: what a head that
+    runs the frame decoder itself reads (`l2g.py`); empty and None where not given (ONNX).
     """
 
     pred_logits: Tensor
@@ -42,6 +45,8 @@ class FrameDetections:
     frame_queries: Tensor
     clip_mask_features: Tensor
     pilot_predictions: tuple[FramePrediction, ...] = ()
+    attended_maps: tuple[Tensor, ...] = ()
+    decoder_mask_features: Tensor | None = None
 
 
 class FrameDetector(nn.Module):
@@ -91,7 +96,8 @@ class FrameDetector(nn.Module):
         for mask-piloted training (`mask_pilot.py`)."""
         features = self.backbone(images)
         pixels = self.pixel_decoder(features)
-        decoded = self.frame_decoder(self._attended(pixels), pixels.mask_features, pilot)
+        attended = self._attended(pixels)
+        decoded = self.frame_decoder(attended, pixels.mask_features, pilot)
         return FrameDetections(
             pred_logits=decoded.pred_logits,
             pred_masks=decoded.pred_masks,
@@ -99,6 +105,8 @@ class FrameDetector(nn.Module):
             frame_queries=decoded.frame_queries,
             clip_mask_features=pixels.clip_mask_features,
             pilot_predictions=decoded.pilot_predictions,
+            attended_maps=attended,
+            decoder_mask_features=pixels.mask_features,
         )
 
     def _attended(self, pixels: PixelDecoderOutput) -> tuple[Tensor, Tensor, Tensor]:

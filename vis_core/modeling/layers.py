@@ -156,3 +156,18 @@ class PositionEmbeddingSine(nn.Module):
 def _interleave_sin_cos(angles: Tensor) -> Tensor:
     """`[B, H, W, F] -> [B, H, W, F]`: sin of even features, cos of odd, interleaved."""
     return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=4).flatten(3)
+
+
+def box_sine_embedding(boxes: Tensor, num_pos_feats: int, temperature: float = 10000.0) -> Tensor:
+    """DAB-DETR's sine embedding of boxes: `[..., 4]` in [0, 1] -> `[..., 4 * num_pos_feats]`.
+
+    Each coordinate, scaled by 2π, gets `num_pos_feats` features (sin and cos interleaved,
+    the frequencies of `PositionEmbeddingSine`), in the boxes' coordinate order.
+    """
+    if num_pos_feats % 2:
+        raise ValueError(f"num_pos_feats must be even, got {num_pos_feats}")
+    dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=boxes.device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
+    angles = boxes.float()[..., None] * (2 * torch.pi) / dim_t  # [..., 4, F]
+    features = torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1)
+    return features.flatten(-3)  # [..., 4, F/2, 2] -> [..., 4 * F]

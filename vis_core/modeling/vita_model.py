@@ -14,12 +14,14 @@ from torch import Tensor, nn
 
 from vis_core.modeling.config import ModelConfig
 from vis_core.modeling.frame_detector import FrameDetections, FrameDetector
+from vis_core.modeling.hitf import HitfHead, HitfOutput
+from vis_core.modeling.l2g import L2gHead, L2gOutput
 from vis_core.modeling.mask_pilot import MaskPilot
 from vis_core.modeling.querytrack import QueryTrackHead
 from vis_core.modeling.vita import Vita, VitaOutput, frame_foreground_probability
 
 # Submodules built only when the config has that head: a model file without one loads.
-OPTIONAL_HEADS = ("querytrack",)
+OPTIONAL_HEADS = ("querytrack", "hitf", "l2g")
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,16 @@ class ClipPrediction:
     (`Vita.clip_mask_logits(video.pred_mask_embed, mask_features)` -> `[L, B, cQ, T, h, w]`).
     track_embed `[B, T, Q, E]`: the QueryTrack head's embeddings of the last layer's frame
     queries, or None when the model has no such head.
+    hitf: the HF head's per-frame slot predictions (leading `[B, T]`), or None.
+    l2g: the L2G head's propagated predictions over each clip (leading `[B, T]`), or None.
     """
 
     frames: FrameDetections
     video: VitaOutput
     mask_features: Tensor
     track_embed: Tensor | None = None
+    hitf: HitfOutput | None = None
+    l2g: L2gOutput | None = None
 
 
 class VitaModel(nn.Module):
@@ -59,6 +65,8 @@ class VitaModel(nn.Module):
         self.querytrack: QueryTrackHead | None = None
         if config.querytrack is not None:
             self.querytrack = QueryTrackHead(config.querytrack, config.frame_decoder.hidden_dim)
+        self.hitf = HitfHead.for_model(config) if config.hitf is not None else None
+        self.l2g = L2gHead.for_model(config) if config.l2g is not None else None
 
     def forward(self, images: Tensor, pilot: MaskPilot | None = None) -> ClipPrediction:
         """images: normalised, padded clips `[B, T, 3, H, W]`; pilot: the B*T frames'
@@ -78,9 +86,18 @@ class VitaModel(nn.Module):
         track_embed = None
         if self.querytrack is not None:
             track_embed = self.querytrack(frame_queries[-1])  # [B, T, Q, E]
+        hitf = None
+        if self.hitf is not None:
+            features = detections.clip_mask_features.unflatten(0, (batch, frames))
+            hitf = self.hitf(frame_queries[-1], features)
+        l2g = None
+        if self.l2g is not None:  # the frame decoder again, from propagated queries
+            l2g = self.l2g.over_clips(self.detector.frame_decoder, detections, batch, frames)
         return ClipPrediction(
             frames=detections,
             video=video,
             mask_features=mask_features.unflatten(0, (batch, frames)),
             track_embed=track_embed,
+            hitf=hitf,
+            l2g=l2g,
         )

@@ -6,9 +6,11 @@ video's file in each table folder that has rows for it (`<run_id>-<key>-<attempt
 unique to the attempt that wrote it) and the video's status. A claim is created with
 create-if-absent and never changed; a commit that replaces another creates version N+1.
 
-The latest version is the video's commit, provided every file it names exists: a claim
-whose file is gone (deleted as an orphan while its writer was paused, or by hand) is no
-commit, so readers skip the video and the job processes it again. Before a claim exists
+The latest version is the video's commit, provided every file it names exists, or a pack
+holds that version's rows (`vis_core.tables.packs`: a compaction moved them): a claim
+whose file is gone otherwise (deleted as an orphan while its writer was paused, or by
+hand) is no commit, so readers skip the video and the job processes it again. Which
+files hold each committed video's rows now is `vis_core.tables.view`. Before a claim exists
 its files are staged in `<output>/_staging/<table>/`, out of the table folders that Parquet
 readers glob (DuckDB's glob matches hidden names too, so a hidden name would not do);
 after, they are moved to their table folder (`publish`), the `videos` file last.
@@ -31,7 +33,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +41,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from vis_core.storage import join
-from vis_core.tables.schema import TABLE_NAMES, TRACKLET_FRAMES, TRACKLETS, VIDEOS
+from vis_core.tables.schema import TRACKLET_FRAMES, TRACKLETS, VIDEOS
 
 COMMITS = "_commits"  # the commit log's folder under the output
 STAGING = "_staging"  # data files before their claim, one folder per table under it
@@ -85,6 +87,12 @@ def parse_data_name(name: str) -> tuple[str, str] | None:
     return (match["run"], match["key"]) if match else None
 
 
+def parse_legacy_name(name: str) -> tuple[str, str] | None:
+    """(run_id, key) of a data file's name in the old layout (no attempt); None else."""
+    match = _DATA_NAME.match(name)
+    return (match["run"], match["key"]) if match and match["attempt"] is None else None
+
+
 def parse_claim_name(name: str) -> tuple[str, str, int] | None:
     """(run_id, key, version) of a claim's name; None for other names."""
     match = _CLAIM_NAME.match(name)
@@ -125,23 +133,6 @@ class Claim:
         return cls(**json.loads(data.decode("utf-8")))
 
 
-@dataclass(frozen=True)
-class Commit:
-    """A video's valid commit: its latest claim, and where each named file is now
-    (its published path, or its staged path until `publish` renames it)."""
-
-    claim: Claim
-    paths: Mapping[str, str]
-
-    @property
-    def video_id(self) -> str:
-        return self.claim.video_id
-
-    @property
-    def status(self) -> str:
-        return self.claim.status
-
-
 def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -153,12 +144,16 @@ def is_atomic(fs: Any) -> bool:
 
 def create_claim(fs: Any, root: str, claim: Claim) -> bool:
     """Create `claim` unless its version exists; True when this call created it."""
-    folder = join(root, COMMITS)
-    path = join(folder, claim.name)
-    data = claim.to_bytes()
+    return create_if_absent(fs, join(root, COMMITS), claim.name, claim.to_bytes())
+
+
+def create_if_absent(fs: Any, folder: str, name: str, data: bytes) -> bool:
+    """Create the file `name` in `folder` holding `data` unless it exists; True when this
+    call created it (atomic on local disks, check-put-read-back on object stores)."""
+    path = join(folder, name)
     fs.makedirs(folder, exist_ok=True)
     if is_atomic(fs):
-        temporary = join(folder, f"{TEMP_PREFIX}{claim.name}-{new_attempt()}")
+        temporary = join(folder, f"{TEMP_PREFIX}{name}-{new_attempt()}")
         fs.pipe_file(temporary, data)
         try:
             os.link(temporary, path)  # fails when the name exists: create-if-absent
@@ -174,7 +169,8 @@ def create_claim(fs: Any, root: str, claim: Claim) -> bool:
     if fs.exists(path):
         return False
     fs.pipe_file(path, data)
-    return holds_claim(fs, root, claim)
+    fs.invalidate_cache(path)
+    return fs.cat_file(path) == data
 
 
 def _create_exclusive(path: str, data: bytes) -> bool:
@@ -228,128 +224,10 @@ def list_files(fs: Any, folder: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def latest_claims(
-    fs: Any,
-    root: str,
-    *,
-    run_id: str | None = None,
-    keys: Collection[str] | None = None,
-) -> list[Claim]:
-    """The latest claim of every video (of run `run_id`, of the video `keys`)."""
-    latest: dict[tuple[str, str], tuple[int, str]] = {}
-    for name in list_files(fs, join(root, COMMITS)):
-        parsed = parse_claim_name(name)
-        if parsed is None or (run_id is not None and parsed[0] != run_id):
-            continue
-        if keys is not None and parsed[1] not in keys:
-            continue
-        if parsed[2] > latest.get(parsed[:2], (0, ""))[0]:
-            latest[parsed[:2]] = (parsed[2], name)
-    paths = [join(root, COMMITS, name) for _, name in latest.values()]
-    data = fs.cat(paths) if paths else {}
-    # `cat` of a single path returns its bytes rather than a dict.
-    contents = [data] if isinstance(data, bytes) else [data[path] for path in paths]
-    return [Claim.from_bytes(content) for content in contents]
-
-
-def committed(
-    fs: Any,
-    root: str,
-    *,
-    run_id: str | None = None,
-    video_ids: Iterable[str] | None = None,
-) -> list[Commit]:
-    """The valid commits under `root` now (see the module docstring), sorted by name.
-
-    The table folders are listed before the claims are read: a file published after the
-    listing belongs to a claim the read sees, so a valid commit is never missed.
-    """
-    video_ids = None if video_ids is None else list(video_ids)
-    wanted = None if video_ids is None else {video_key(video_id) for video_id in video_ids}
-    folders = (*TABLE_NAMES, *(staged_folder(table) for table in TABLE_NAMES))
-    listings = {folder: list_files(fs, join(root, folder)) for folder in folders}
-    claims = latest_claims(fs, root, run_id=run_id, keys=wanted)
-    claimed = {(claim.run_id, claim.key) for claim in claims}
-    claims += _legacy_claims(fs, root, listings, claimed, run_id, wanted)
-    chosen = None if video_ids is None else set(video_ids)
-    commits = []
-    for claim in claims:
-        if chosen is not None and claim.video_id not in chosen:
-            continue  # a different video whose id has the same key: not asked for
-        commit = _current(fs, root, claim, listings)
-        if commit is not None:
-            commits.append(commit)
-    return sorted(commits, key=lambda commit: (commit.claim.run_id, commit.claim.key))
-
-
-def _current(
-    fs: Any, root: str, claim: Claim, listings: Mapping[str, Mapping[str, Any]] | None
-) -> Commit | None:
-    """`claim`'s commit if valid; a newer version's when a commit replaced it (and deleted
-    its files) since the claims were read; None when the video has no valid commit."""
-    for _ in range(_NEWER_TRIES):
-        if claim.status == WITHDRAWN:
-            return None
-        paths = resolve(fs, root, claim, listings)
-        if paths is not None:
-            return Commit(claim, paths)
-        newer = latest_claim(fs, root, claim.run_id, claim.key, since=claim.version + 1)
-        if newer is None:
-            return None  # a file of the latest claim is gone: no commit
-        claim, listings = newer, None
-    return None
-
-
-def resolve(
-    fs: Any,
-    root: str,
-    claim: Claim,
-    listings: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, str] | None:
-    """Where each file of `claim` is now (published, or still staged); None when one is
-    in neither place. A file missing from the listings is looked up again, staged place
-    first: `publish` may have moved it while the folders were listed."""
-    listings = listings or {}
-    paths = {}
-    for table, name in claim.files.items():
-        published = join(root, table, name)
-        staged = join(root, staged_folder(table), name)
-        if name in listings.get(table, {}):
-            paths[table] = published
-        elif name in listings.get(staged_folder(table), {}) or _exists(fs, staged):
-            paths[table] = staged
-        elif _exists(fs, published):
-            paths[table] = published
-        else:
-            return None
-    return paths
-
-
-def _exists(fs: Any, path: str) -> bool:
+def file_exists(fs: Any, path: str) -> bool:
+    """Whether `path` exists now (not as a cached listing remembers it)."""
     fs.invalidate_cache(path)
     return fs.exists(path)
-
-
-def _legacy_claims(
-    fs: Any,
-    root: str,
-    listings: Mapping[str, Mapping[str, Any]],
-    claimed: Collection[tuple[str, str]],
-    run_id: str | None,
-    keys: Collection[str] | None,
-) -> list[Claim]:
-    """Version-0 claims of the commits in the old layout that have no claim."""
-    claims = []
-    for name in sorted(listings[VIDEOS]):
-        parsed = _DATA_NAME.match(name)
-        if parsed is None or parsed["attempt"] is not None:
-            continue
-        run, key = parsed["run"], parsed["key"]
-        if (run, key) in claimed or (run_id is not None and run != run_id):
-            continue
-        if keys is None or key in keys:
-            claims.append(legacy_claim(fs, root, run, key, listings))
-    return [claim for claim in claims if claim is not None]
 
 
 def legacy_claim(
@@ -366,7 +244,7 @@ def legacy_claim(
     def exists(table: str) -> bool:
         if listings is not None:
             return name in listings.get(table, {})
-        return _exists(fs, join(root, table, name))
+        return file_exists(fs, join(root, table, name))
 
     if not exists(VIDEOS):
         return None

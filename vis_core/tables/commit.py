@@ -16,11 +16,13 @@ steps:
 A writer killed at any instant leaves no claim (its staged files are orphans no reader
 sees) or a claim whose files all exist, staged or published (readers read the staged ones
 until `recover` publishes them). `recover` deletes a run's orphans only when no live writer
-can own them: published files that no claim names (replaced commits) at once, staged files
-once older than `orphan_age_s`. A writer paused for longer than that finds its files gone
-when it resumes: it withdraws its claim (a version with status `withdrawn`) and commits
-again; killed before, it leaves a claim that names a missing file, which counts as no
-commit, so the video is processed again. Never a commit with missing rows.
+can own them: published files that no current commit names (replaced commits, and commits
+a compaction has moved into a pack, `vis_core.tables.packs`) at once, staged files once
+older than `orphan_age_s`; pack files are never its to delete. A writer paused for longer
+than that finds its files gone when it resumes: it withdraws its claim (a version with
+status `withdrawn`) and commits again; killed before, it leaves a claim that names a
+missing file, which counts as no commit, so the video is processed again. Never a commit
+with missing rows.
 """
 
 from __future__ import annotations
@@ -41,12 +43,9 @@ from vis_core.storage import join, open_fs
 from vis_core.tables.claims import (
     COMMITS,
     PUBLISH_ORDER,
-    STAGING,
     TEMP_PREFIX,
     WITHDRAWN,
     Claim,
-    Commit,
-    committed,
     create_claim,
     data_name,
     holds_claim,
@@ -58,12 +57,15 @@ from vis_core.tables.claims import (
     parse_claim_name,
     parse_data_name,
     read_claim,
-    resolve,
     staged_folder,
     video_key,
 )
+from vis_core.tables.committed_set import CommittedSet
+from vis_core.tables.names import FolderNames, iter_names
+from vis_core.tables.packs import list_packs, read_packs
 from vis_core.tables.rows import VideoRows
 from vis_core.tables.schema import STATUS_FAILED, TABLE_NAMES, VIDEOS
+from vis_core.tables.view import Commit, iter_commits, resolve, resolve_files
 
 __all__ = ["CommitError", "CommitResult", "CommitStatus", "Replace", "TableCommitter", "video_key"]
 
@@ -172,31 +174,53 @@ class TableCommitter:
         """The run's committed videos, by video id."""
         return {
             commit.video_id: CommitStatus(commit.video_id, commit.status)
-            for commit in committed(self.fs, self.root, run_id=self.run_id)
+            for commit in iter_commits(self.fs, self.root, run_id=self.run_id)
         }
+
+    def committed_set(self) -> CommittedSet:
+        """The run's committed videos as a compact set (what a job's driver holds)."""
+        return CommittedSet.of(iter_commits(self.fs, self.root, run_id=self.run_id))
 
     def recover(self, now: float | None = None) -> int:
         """Finish publishing the run's commits whose writer died, and delete the run's
         orphans that no live writer can own (see the module docstring). Returns files
-        deleted. Safe while other runs of the same job commit."""
+        deleted. Safe while other runs of the same job commit, and while a compaction
+        runs (its packs are never this run's orphans: they have names of their own)."""
         now = time.time() if now is None else now
         # The files first, then the claims: a file published after this listing has a
-        # claim that `committed` reads, so no committed file is taken for an orphan.
-        listings = {folder: list_files(self.fs, join(self.root, folder)) for folder in _FOLDERS}
-        commits = committed(self.fs, self.root, run_id=self.run_id)
-        for commit in commits:
+        # claim that `iter_commits` reads, so no committed file is taken for an orphan.
+        # Table folders by name only (they hold a file per video); staging folders with
+        # details, for their files' age.
+        published = {t: FolderNames.list(self.fs, join(self.root, t)) for t in TABLE_NAMES}
+        staged = {
+            staged_folder(table): list_files(self.fs, join(self.root, staged_folder(table)))
+            for table in TABLE_NAMES
+        }
+        listings = {**published, **{f: FolderNames(files) for f, files in staged.items()}}
+        named: list[str] = []  # the run's commits' file names (one for all its tables)
+        for commit in iter_commits(self.fs, self.root, run_id=self.run_id, listings=listings):
+            if commit.pack is not None:
+                continue  # a pack's files are the compaction's to clean
             if any(path != join(self.root, t, n) for (t, n), path in _pairs(commit)):
                 self._publish(commit.claim)  # its writer died before publishing
-        named = {(table, name) for commit in commits for table, name in commit.claim.files.items()}
+            named += set(commit.claim.files.values())  # one name, in each of its tables
+        live = FolderNames(named)
+        del named
         deleted = 0
-        for folder, files in listings.items():
+        for table, names in published.items():
+            for name in names:
+                parsed = parse_data_name(name)
+                # Published yet named by no claim: a replaced (or packed) commit's.
+                replaced = parsed is not None and parsed[0] == self.run_id and name not in live
+                if replaced or self._is_old_temporary(table, name, now):
+                    deleted += self._delete_orphan(join(self.root, table, name))
+        for folder, files in staged.items():
             for name, info in files.items():
-                if self._is_orphan(folder, name, info, named, now):
-                    try:
-                        self.fs.rm(join(self.root, folder, name))
-                        deleted += 1
-                    except FileNotFoundError:
-                        pass  # deleted by another run's recovery meanwhile
+                if name not in live and self._is_old_orphan(folder, name, info, now):
+                    deleted += self._delete_orphan(join(self.root, folder, name))
+        for name in iter_names(self.fs, join(self.root, COMMITS)):  # streamed: a claim a video
+            if self._is_old_temporary(COMMITS, name, now):
+                deleted += self._delete_orphan(join(self.root, COMMITS, name))
         return deleted
 
     def _may_replace(self, current: Claim, replace: Replace) -> bool:
@@ -204,7 +228,21 @@ class TableCommitter:
             return True
         if replace is Replace.FAILED and current.status == STATUS_FAILED:
             return True
-        return resolve(self.fs, self.root, current) is None  # a file is gone: no commit
+        if resolve(self.fs, self.root, current) is not None:
+            return False
+        return not self._packed(current)  # a file is gone, and no pack holds it: no commit
+
+    def _packed(self, claim: Claim) -> bool:
+        """Whether a pack with all its files holds `claim`'s version of its video (a
+        compaction moved its rows; rare at commit time: a job skips packed videos)."""
+        for pack in read_packs(self.fs, self.root, list_packs(self.fs, self.root, self.run_id)):
+            held = any(
+                member.video_id == claim.video_id and member.version == claim.version
+                for member in pack.members
+            )
+            if held and resolve_files(self.fs, self.root, pack.files) is not None:
+                return True
+        return False
 
     def _write_staged(self, table: str, name: str, data: pa.Table) -> None:
         buffer = io.BytesIO()
@@ -254,30 +292,41 @@ class TableCommitter:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(path)
 
-    def _is_orphan(
-        self,
-        folder: str,
-        name: str,
-        info: dict[str, Any],
-        named: set[tuple[str, str]],
-        now: float,
-    ) -> bool:
-        """Whether a listed file is this run's and provably no live writer's."""
-        temporary = name.startswith(TEMP_PREFIX)  # a claim before its link (old: a file)
-        base = name.removeprefix(TEMP_PREFIX).rsplit("-", 1)[0] if temporary else name
-        if folder == COMMITS:
-            parsed = parse_claim_name(base) if temporary else None  # claims stay for good
-        else:
-            parsed = parse_data_name(base)
+    def _is_old_orphan(self, folder: str, name: str, info: dict[str, Any], now: float) -> bool:
+        """Whether a staged file no claim names is this run's and provably no live
+        writer's (old enough)."""
+        if name.startswith(TEMP_PREFIX):
+            return self._is_old_temporary(folder, name, now, info)
+        parsed = parse_data_name(name)
         if parsed is None or parsed[0] != self.run_id:
             return False  # not a file of the protocol, or another run's: it cleans its own
-        table = folder.removeprefix(f"{STAGING}/")
-        if not temporary and (table, name) in named:
-            return False
-        if folder in TABLE_NAMES and not temporary:
-            return True  # published yet named by no claim: a replaced commit's
-        modified = _modified_s(info)
+        modified = modified_s(info)
         return modified is not None and now - modified >= self.orphan_age_s
+
+    def _is_old_temporary(
+        self, folder: str, name: str, now: float, info: dict[str, Any] | None = None
+    ) -> bool:
+        """Whether a temporary (`.tmp-<name>-<token>`: a claim before its link, or a file
+        being written in the old layout) is this run's and old enough."""
+        if not name.startswith(TEMP_PREFIX):
+            return False
+        base = name.removeprefix(TEMP_PREFIX).rsplit("-", 1)[0]
+        parsed = parse_claim_name(base) if folder == COMMITS else parse_data_name(base)
+        if parsed is None or parsed[0] != self.run_id:
+            return False
+        try:
+            info = info or self.fs.info(join(self.root, folder, name))
+        except FileNotFoundError:
+            return False
+        modified = modified_s(info)
+        return modified is not None and now - modified >= self.orphan_age_s
+
+    def _delete_orphan(self, path: str) -> int:
+        try:
+            self.fs.rm(path)
+            return 1
+        except FileNotFoundError:
+            return 0  # deleted by another run's recovery meanwhile
 
 
 def _pairs(commit: Commit) -> list[tuple[tuple[str, str], str]]:
@@ -285,10 +334,7 @@ def _pairs(commit: Commit) -> list[tuple[tuple[str, str], str]]:
     return [((table, commit.claim.files[table]), path) for table, path in commit.paths.items()]
 
 
-_FOLDERS = (*TABLE_NAMES, *(staged_folder(table) for table in TABLE_NAMES), COMMITS)
-
-
-def _modified_s(info: dict[str, Any]) -> float | None:
+def modified_s(info: dict[str, Any]) -> float | None:
     """A listed file's modification time (seconds since the epoch); None if unknown."""
     value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
     if isinstance(value, str):

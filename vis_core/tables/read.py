@@ -2,14 +2,16 @@
 
 The folders are plain Parquet datasets (`pyarrow.dataset.dataset(folder)`, DuckDB's
 `read_parquet('folder/*.parquet')`); these helpers add what a raw reader does not know:
-which files hold committed videos (the commit log, see `vis_core.tables.claims`), which
-run is the latest, and a view that stays consistent while other runs commit: a video's
-rows come from the files its claim names, all of them or none, never a replaced commit's
-or a racing writer's.
+which files hold committed videos (the commit log, see `vis_core.tables.view`), which
+run is the latest, and a view that stays consistent while other runs commit and while a
+compaction rewrites the tables: a video's rows come from the files its claim names, or
+from the one pack that holds them (`vis_core.tables.packs`), all of them or none, never a
+replaced commit's, a stale pack member's or a racing writer's.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +21,9 @@ import pyarrow.dataset as pads
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from vis_core.storage import join, open_fs
-from vis_core.tables.claims import COMMITS, Commit, committed
+from vis_core.tables.claims import COMMITS
 from vis_core.tables.schema import SCHEMAS, STATUS_FAILED, TABLE_NAMES, VIDEOS
+from vis_core.tables.view import Commit, committed
 
 
 class TablesNotFoundError(FileNotFoundError):
@@ -91,17 +94,18 @@ class CommittedTables:
         wanted = list(columns) if columns is not None else SCHEMAS[table].names
         chosen = None if video_ids is None else set(video_ids)
         for attempt in range(_READ_TRIES):
-            paths = [
-                commit.paths[table]
-                for commit in self.commits
-                if table in commit.paths and (chosen is None or commit.video_id in chosen)
-            ]
-            if not paths:
-                return SCHEMAS[table].empty_table().select(wanted)
+            whole: list[str] = []  # a video's own files
+            packed: dict[str, list[str]] = defaultdict(list)  # a pack's file -> its videos
+            for commit in self.commits:
+                if table in commit.paths and (chosen is None or commit.video_id in chosen):
+                    if commit.pack is None:
+                        whole.append(commit.paths[table])
+                    else:
+                        packed[commit.paths[table]].append(commit.video_id)
             try:
-                return _dataset(self.fs, paths, table).to_table(columns=wanted)
+                return _read(self.fs, table, wanted, whole, packed)
             except FileNotFoundError:
-                # Published (renamed) or replaced since the listing: list again.
+                # Published (renamed), replaced or packed since the listing: list again.
                 if attempt == _READ_TRIES - 1:
                     raise
                 self.refresh()
@@ -151,7 +155,24 @@ def _some(names: list[str]) -> str:
     return f"{listed} (and {more} more)" if more > 0 else listed
 
 
-def _dataset(fs: Any, paths: list[str], table: str) -> pads.Dataset:
+def _read(
+    fs: Any, table: str, columns: list[str], whole: list[str], packed: dict[str, list[str]]
+) -> pa.Table:
+    """The rows of the `whole` files, and of each pack file only its listed videos' (a
+    pack may hold stale rows of a video committed again since, or be read for a few
+    videos)."""
+    parts = [table_dataset(fs, whole, table).to_table(columns=columns)] if whole else []
+    for path, video_ids in packed.items():
+        mine = pc.field("video_id").isin(video_ids)
+        parts.append(table_dataset(fs, [path], table).to_table(columns=columns, filter=mine))
+    if not parts:
+        return SCHEMAS[table].empty_table().select(columns)
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def table_dataset(fs: Any, paths: list[str], table: str) -> pads.Dataset:
+    """The Parquet files `paths` of `table` as one dataset with the table's schema (a
+    column that older files lack reads as nulls)."""
     return pads.dataset(
         paths,
         schema=SCHEMAS[table],

@@ -33,7 +33,6 @@ class VideoRecord:
     uri: str
     model: str
     run_id: str
-    method: str = "vita"
     num_frames: int | None = None
     fps: float | None = None
     width: int | None = None
@@ -41,6 +40,7 @@ class VideoRecord:
     decode_s: float | None = None
     inference_s: float | None = None
     total_s: float | None = None
+    method: str = "vita"
 
 
 @dataclass(frozen=True)

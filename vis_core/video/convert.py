@@ -21,34 +21,50 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from vis_core.video.orientation import FrameTurner, Orientation
+
 
 class RgbConverter:
-    """Converts video frames of any size and pixel format to `[H, W, 3]` uint8 RGB.
+    """Converts video frames of any size and pixel format to `[H, W, 3]` uint8 RGB, turned
+    for display when given an orientation.
 
     Keep one per decoding pass: its swscale contexts are built for the first frame and
     reused while frames keep their size and format.
     """
 
-    def __init__(self, height: int, width: int, threads: int = 0):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        threads: int = 0,
+        orientation: Orientation | None = None,
+    ):
         """Args:
-        height, width: size of the output arrays.
+        height, width: size of the output arrays (as displayed).
         threads: swscale threads; 0 lets FFmpeg use one per core.
+        orientation: how to turn the frames for display: after scaling (the smaller
+            frame) and before the colour conversion (fewer bytes a pixel).
         """
         self.height = height
         self.width = width
         self._threads = threads
+        orientation = orientation if orientation is not None else Orientation()
+        self._scaled_size = orientation.displayed_size(height, width)  # stored orientation
+        self._turn = FrameTurner(orientation)
         self._scaler = VideoReformatter()
         self._to_rgb = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         """The frame as a `[H, W, 3]` uint8 RGB array (it holds the converted frame's memory)."""
-        if (frame.height, frame.width) != (self.height, self.width):
+        height, width = self._scaled_size
+        if (frame.height, frame.width) != (height, width):
             frame = self._scaler.reformat(
                 frame,
-                width=self.width,
-                height=self.height,
+                width=width,
+                height=height,
                 interpolation=Interpolation.AREA,
                 threads=self._threads,
             )
+        frame = self._turn(frame)
         rgb = self._to_rgb.reformat(frame, format="rgb24", threads=self._threads)
         return rgb.to_ndarray()

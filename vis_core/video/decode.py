@@ -13,11 +13,24 @@ and each converted frame is released before the next is converted, so swscale re
 output memory instead of faulting in fresh pages every frame (np.stack of held frames cost
 about 1.5 ms more per 720p frame on 2 cores).
 
+Frames come out as players display them: opening decodes the first frame to read the
+display matrix (vis_core/video/orientation.py: PyAV exposes it on frames only), `info`
+gives the displayed size, and `RgbConverter` turns (and mirrors) each frame. That
+first frame is kept for the first pass, so a file object that cannot seek still decodes.
+
+FFmpeg's decoders get `max_pixels` from the limits (`DecodeLimits.decoder_max_pixels`,
+here and in `VideoInput`'s stream probing), so a small file whose bitstream declares a
+huge frame is refused before any frame buffer is allocated: a 1.4 KB mp4 declaring
+16000x16000 H.264 (a decompression bomb) took 0.7 GB and 6 s to open, 1.1 GB to decode;
+now it fails in the probe, its peak 80 MB up (the decoder's per-macroblock tables).
+
 Every failure is a `vis_core.video.errors.VideoDecodeError` subclass.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,8 +42,12 @@ import numpy as np
 
 from vis_core.video.convert import RgbConverter
 from vis_core.video.errors import CorruptVideoError, VideoReadError, VideoTooLargeError
+from vis_core.video.orientation import Orientation, frame_orientation
 from vis_core.video.probe import DecodeLimits, VideoInfo, probe_video
 from vis_core.video.source import OpenedContainer, VideoInput, VideoSource
+
+# What FFmpeg's error log says when a frame is over the decoder's `max_pixels`.
+_MAX_PIXELS_REFUSAL = "exceeds specified max pixel count"
 
 
 @dataclass(frozen=True)
@@ -90,19 +107,34 @@ class VideoReader:
         """
         self.limits = limits if limits is not None else DecodeLimits()
         self._threads = threads
-        self._input = VideoInput(source, max_file_bytes=self.limits.max_file_bytes)
+        self._input = VideoInput(
+            source,
+            max_file_bytes=self.limits.max_file_bytes,
+            max_pixels=self.limits.decoder_max_pixels,
+        )
         self.source = self._input.name
-        self._probe: OpenedContainer | None = self._input.open_container()
         self._closed = False
         # Passes in progress, so that close() can stop them; finished ones drop out.
         self._active: weakref.WeakSet[Iterator[DecodedFrame]] = weakref.WeakSet()
+        # The probe's decoding, its first frame decoded, waiting for the first pass.
+        self._primed: _Decoding | None = None
+        opened = self._input.open_container()
         try:
-            self._stream_index, self.info = probe_video(
-                self._probe.container, self.source, self.limits
-            )
+            self._stream_index, stored = probe_video(opened.container, self.source, self.limits)
+        except BaseException:
+            opened.close()
+            self.close()
+            raise
+        self._primed = self._start(opened)
+        try:
+            self.orientation = self._peek_orientation(self._primed)
         except BaseException:
             self.close()
             raise
+        height, width = self.orientation.displayed_size(stored.height, stored.width)
+        self.info = dataclasses.replace(
+            stored, width=width, height=height, orientation=self.orientation
+        )
 
     def output_size(self, shortest_edge: int | None = None) -> tuple[int, int]:
         """(height, width) of the frames a pass yields: see `resized_size`."""
@@ -167,9 +199,9 @@ class VideoReader:
         self._closed = True
         for passes in list(self._active):
             passes.close()
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
+        if self._primed is not None:
+            self._primed.opened.close()
+            self._primed = None
 
     def __enter__(self) -> VideoReader:
         return self
@@ -182,28 +214,47 @@ class VideoReader:
     ) -> None:
         self.close()
 
-    def _take_container(self) -> OpenedContainer:
-        # The first pass reuses the probe's container; later ones open the input again.
-        if self._probe is not None:
-            container, self._probe = self._probe, None
-            return container
-        return self._input.open_container()
+    def _start(self, opened: OpenedContainer) -> _Decoding:
+        """A decoding pass over a freshly opened container (nothing decoded yet); closes the
+        container if it cannot start."""
+        try:
+            stream = opened.container.streams.video[self._stream_index]
+            stream.thread_type = "AUTO"
+            stream.thread_count = self._threads
+            # The decoder refuses to allocate a frame over the limit (see the module doc).
+            stream.codec_context.options = {"max_pixels": str(self.limits.decoder_max_pixels)}
+        except BaseException:
+            opened.close()
+            raise
+        counts = _PassCounts()
+        return _Decoding(opened, stream, counts, self._decoded(opened.container, stream, counts))
+
+    def _peek_orientation(self, decoding: _Decoding) -> Orientation:
+        """The display orientation, from the first frame, which stays first in `decoding`."""
+        first = next(decoding.frames, None)
+        if first is None:  # no frame at all: the pass says so
+            return Orientation()
+        decoding.frames = itertools.chain([first], decoding.frames)
+        return frame_orientation(first)
+
+    def _take_decoding(self) -> _Decoding:
+        # The first pass takes over the probe's decoding; later ones open the input again.
+        if self._primed is not None:
+            decoding, self._primed = self._primed, None
+            return decoding
+        return self._start(self._input.open_container())
 
     def _pass(
         self, out_height: int, out_width: int, stride: int, max_output_frames: int | None
     ) -> Iterator[DecodedFrame]:
         # Runs from the first next(): a pass that never starts holds no container.
-        opened = self._take_container()
+        decoding = self._take_decoding()
         try:
-            container = opened.container
-            stream = container.streams.video[self._stream_index]
-            stream.thread_type = "AUTO"
-            stream.thread_count = self._threads
+            stream, decoded = decoding.stream, decoding.counts
             start_pts, time_base = stream.start_time or 0, stream.time_base
-            to_rgb = RgbConverter(out_height, out_width, self._threads)
-            decoded = _PassCounts()
+            to_rgb = RgbConverter(out_height, out_width, self._threads, self.orientation)
             yielded = 0
-            for frame in self._decoded(container, stream, decoded):
+            for frame in decoding.frames:
                 index = decoded.frames - 1
                 if index % stride:
                     continue
@@ -219,7 +270,7 @@ class VideoReader:
                     return
             self._check_complete(decoded)
         finally:
-            opened.close()
+            decoding.opened.close()
 
     def _decoded(
         self,
@@ -227,7 +278,13 @@ class VideoReader:
         stream: av.video.stream.VideoStream,
         counts: _PassCounts,
     ) -> Iterator[av.VideoFrame]:
-        """Demux and decode `stream`, mapping PyAV errors to typed ones and enforcing limits."""
+        """Demux and decode `stream`, mapping PyAV errors to typed ones and enforcing limits.
+
+        The first packet the decoder rejects fails the pass. With frame threads FFmpeg
+        reports fewer such errors (a damaged last packet can go unnoticed), so a damaged
+        file may pass with one thread count and fail with another; skipping rejected
+        packets instead made the frame counts differ between thread counts too.
+        """
         packets = container.demux(stream)
         while True:
             try:
@@ -241,9 +298,18 @@ class VideoReader:
                     self.source, f"reading failed after {counts.frames} frames: {error}"
                 ) from error
             except av.error.FFmpegError as error:
+                if _MAX_PIXELS_REFUSAL in str(error):
+                    raise VideoTooLargeError(
+                        self.source,
+                        f"the stream declares a frame far above the limit of "
+                        f"{self.limits.max_pixels_per_frame} pixels per frame (after "
+                        f"{counts.frames} frames); the decoder refused it: {error}",
+                    ) from error
                 raise CorruptVideoError(
                     self.source, f"decoding failed after {counts.frames} frames: {error}"
                 ) from error
+            if packet.size:  # not the empty packet that flushes the decoder at the end
+                counts.packets += 1
             if packet.is_discard:
                 counts.discarded_packets += 1
             for frame in frames:
@@ -266,6 +332,8 @@ class VideoReader:
 
     def _check_complete(self, counts: _PassCounts) -> None:
         info = self.info
+        if counts.packets == 0:
+            raise CorruptVideoError(self.source, "the video stream holds no frame at all")
         if counts.frames == 0:
             raise CorruptVideoError(self.source, "no frame could be decoded")
         # Samples an edit list cuts away are demuxed flagged as discarded and never output.
@@ -276,12 +344,33 @@ class VideoReader:
                 f"decoded {counts.frames} of the {info.num_frames} frames the container "
                 "declares: the file is truncated or its stream is damaged",
             )
+        # Without a declared count, a short pass fails only when the file is known to be
+        # cut (a damaged payload that the decoder skips still passes: nothing tells).
+        if info.num_frames_estimated and counts.frames < info.num_frames:
+            truncation = self._input.truncation()
+            if truncation is not None:
+                raise CorruptVideoError(
+                    self.source,
+                    f"decoded {counts.frames} of about {info.num_frames} frames, and {truncation}",
+                )
 
 
 @dataclass
 class _PassCounts:
     frames: int = 0
+    packets: int = 0
     discarded_packets: int = 0
+
+
+@dataclass
+class _Decoding:
+    """One decoding pass: its container and stream, what it decoded so far, and the frames
+    still to come."""
+
+    opened: OpenedContainer
+    stream: av.video.stream.VideoStream
+    counts: _PassCounts
+    frames: Iterator[av.VideoFrame]
 
 
 def _chunked(

@@ -34,6 +34,10 @@ class NotAVideoError(VideoDecodeError):
     """The bytes are not a video: an unknown format, an image, or no video stream (audio only)."""
 
 
+class UnsupportedVideoError(VideoDecodeError):
+    """A video stream in a codec this FFmpeg build cannot decode."""
+
+
 class CorruptVideoError(VideoDecodeError):
     """A video container whose header, index or stream is damaged or truncated.
 

@@ -7,11 +7,17 @@ before decoding starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 
-from vis_core.video.errors import CorruptVideoError, NotAVideoError, VideoTooLargeError
+from vis_core.video.errors import (
+    CorruptVideoError,
+    NotAVideoError,
+    UnsupportedVideoError,
+    VideoTooLargeError,
+)
+from vis_core.video.orientation import Orientation
 
 
 @dataclass(frozen=True)
@@ -19,7 +25,9 @@ class DecodeLimits:
     """Bounds a video must stay within; checked from the metadata before decoding.
 
     Attributes:
-        max_pixels_per_frame: width * height of a frame (default: 4K UHD, 3840x2160).
+        max_pixels_per_frame: width * height of a frame (default: 4K UHD, 3840x2160); FFmpeg's
+            decoders get a guard from it (`decoder_max_pixels`), so they refuse a frame far
+            larger before allocating it.
         max_frames: frames in the video, declared or decoded.
         max_file_bytes: size of the file; None for no bound. Not checked for file objects
             that cannot seek.
@@ -35,6 +43,14 @@ class DecodeLimits:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"DecodeLimits.{name} must be a positive int, got {value!r}")
 
+    @property
+    def decoder_max_pixels(self) -> int:
+        """FFmpeg's `max_pixels` for the decoders: a guard against huge allocations, not the
+        exact bound (checked here on every frame). FFmpeg checks the width rounded up to
+        its stride alignment (up to 64 pixels), which refused an 80x48 frame under a limit
+        of 4000; twice the limit covers every frame at least 63 pixels wide."""
+        return 2 * self.max_pixels_per_frame
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -46,10 +62,13 @@ class VideoInfo:
             neither is known (raw elementary streams).
         num_frames_estimated: True when `num_frames` is not a count the container declares.
         fps: average frame rate (frames per second).
-        width, height: coded frame size in pixels.
+        width, height: frame size in pixels as displayed: the coded size, exchanged when
+            the display matrix turns the frames a quarter (`VideoReader` sets it; the probe
+            alone gives the coded size).
         duration_s: stream duration in seconds (else the container's, else
             num_frames / fps).
         codec: FFmpeg decoder name, e.g. "h264", "mpeg4", "vp9".
+        orientation: how players turn the coded frames (a portrait phone video: 90 or 270).
     """
 
     num_frames: int
@@ -59,6 +78,7 @@ class VideoInfo:
     height: int
     duration_s: float
     codec: str
+    orientation: Orientation = field(default_factory=Orientation)
 
 
 def probe_video(
@@ -68,6 +88,7 @@ def probe_video(
 
     Raises:
         NotAVideoError: a still image, or no video stream.
+        UnsupportedVideoError: no decoder for the video stream's codec.
         CorruptVideoError: the stream declares no frame size or frame rate.
         VideoTooLargeError: the frame size or frame count is over `limits`.
     """
@@ -87,15 +108,28 @@ def _video_stream_position(container: av.container.InputContainer, source: str) 
         for position, stream in enumerate(container.streams.video)
         if not stream.disposition & av.stream.Disposition.attached_pic
     ]
+    if len(container.streams) == 0:
+        raise CorruptVideoError(
+            source, "the container holds no stream at all: it is empty or its header is damaged"
+        )
     if not positions:
-        found = ", ".join(f"{s.type} {s.codec_context.name}" for s in container.streams)
+        found = ", ".join(f"{s.type} {_codec_name(s)}" for s in container.streams)
         raise NotAVideoError(source, f"has no video stream (streams: {found or 'none'})")
     return positions[0]
+
+
+def _codec_name(stream: av.stream.Stream) -> str:
+    # No codec context: FFmpeg has no decoder for the stream's codec.
+    return stream.codec_context.name if stream.codec_context is not None else "(no decoder)"
 
 
 def _stream_info(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, source: str
 ) -> VideoInfo:
+    if stream.codec_context is None:
+        raise UnsupportedVideoError(
+            source, "the video stream's codec has no decoder in this FFmpeg build"
+        )
     width, height = stream.codec_context.width, stream.codec_context.height
     if width < 1 or height < 1:
         raise CorruptVideoError(source, "the video stream declares no frame size")

@@ -3,11 +3,13 @@
 Storage failures become `VideoReadError`, a zero-byte file `EmptyVideoError`, a file over
 the size limit `VideoTooLargeError`. When FFmpeg cannot open the input, its first bytes
 tell a damaged video container (a truncated mp4 without its index: `CorruptVideoError`)
-from data that is no video at all (`NotAVideoError`).
+from data that is no video at all (`NotAVideoError`); `truncation` tells a Matroska file
+cut short (it declares no frame count, so a pass cannot tell).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from vis_core.video.errors import (
     VideoReadError,
     VideoTooLargeError,
 )
+from vis_core.video.matroska import declared_file_size
 
 VideoSource = str | os.PathLike | IO[bytes]
 _T = TypeVar("_T")
@@ -75,10 +78,15 @@ class VideoInput:
 
     A local path (plain or `file://`) goes to FFmpeg's own file I/O; another fsspec URI is
     read through `fs.open`; a file object stays the caller's (never closed here) and is
-    rewound before each pass when it can seek.
+    rewound before each pass when it can seek. `max_pixels` goes to the decoders that
+    FFmpeg runs while probing the streams, so a frame declared over it is never allocated
+    there (the probe then reports the declared size).
     """
 
-    def __init__(self, source: VideoSource, max_file_bytes: int | None):
+    def __init__(
+        self, source: VideoSource, max_file_bytes: int | None, max_pixels: int | None = None
+    ):
+        self._options = {"max_pixels": str(max_pixels)} if max_pixels is not None else None
         self._local_path: str | None = None
         self._fs: AbstractFileSystem | None = None
         self._path = ""
@@ -120,12 +128,16 @@ class VideoInput:
             self._rewind()
             target = self._file
         try:
-            return OpenedContainer(av.open(target, mode="r"), storage_file)
+            # Damaged metadata is not worth failing a video for: undecodable bytes become U+FFFD.
+            container = av.open(target, mode="r", options=self._options, metadata_errors="replace")
+            return OpenedContainer(container, storage_file)
         except BaseException as error:
             if storage_file is not None:
                 storage_file.close()
-            # FFmpeg's errno errors (missing file, I/O) are OSErrors too; bad data is not.
-            if isinstance(error, OSError):
+            # FFmpeg's errno errors (missing file, I/O) are OSErrors too; bad data is not,
+            # except that FFmpeg's Matroska demuxer answers EIO for a file that ends inside
+            # its header: the file's fault, when its bytes can still be read.
+            if isinstance(error, OSError) and not self._ends_early(error):
                 raise VideoReadError(self.name, f"cannot open: {error}") from error
             if isinstance(error, av.error.FFmpegError):
                 raise self._unopenable(error) from error
@@ -185,6 +197,27 @@ class VideoInput:
         except OSError:
             return None
         return None
+
+    def truncation(self) -> str | None:
+        """Why the file is known to be cut short (a Matroska file that ends before the size
+        its header declares), or None when it is not known to be."""
+        if self.size_bytes is None:
+            return None
+        declared = declared_file_size(self._head() or b"")
+        if declared is None or declared <= self.size_bytes:
+            return None
+        return (
+            f"the file ends at byte {self.size_bytes} of the {declared} its Matroska header "
+            "declares: it is truncated"
+        )
+
+    def _ends_early(self, error: OSError) -> bool:
+        """Whether an EIO from FFmpeg comes from the data (readable bytes) rather than storage."""
+        return (
+            isinstance(error, av.error.FFmpegError)
+            and error.errno == errno.EIO
+            and bool(self._head())
+        )
 
     def _unopenable(self, error: av.error.FFmpegError) -> Exception:
         reason = error.strerror or str(error)
