@@ -237,8 +237,9 @@ def test_interrupted_job_completes_without_duplicates(
     seen: list[str] = []
 
     def interrupt_after_two(outcome: VideoOutcome) -> None:
+        """After two videos, one of them with tracklets (whatever the completion order)."""
         seen.append(outcome.video_id)
-        if len(seen) == 2:
+        if len(seen) >= 2 and set(seen) & OK_VIDEOS:
             raise Interrupted
 
     with pytest.raises(Interrupted):
