@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from vis_core.corpus.time_limit import TimeLimit
     from vis_core.modeling.model_file import ModelFileError
     from vis_core.video.decode import DecodeLimits
-    from workflows.corpus_job import CorpusJobConfig, run_corpus_job
+    from workflows.corpus_job import CorpusJobConfig, StorageFailure, run_corpus_job
 
     if args.s3_endpoint:
         # Before Ray starts, so a local cluster's workers inherit it (on a remote cluster,
@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
     ) as error:
         print(f"vis process: error: {error}", file=sys.stderr)
         return 2
+    except StorageFailure as error:  # the store failed past its retries: committed videos stay
+        print(f"vis process: error: the job stopped: {error}", file=sys.stderr)
+        return 1
     print(summary.describe())
     if args.compact:
         from vis_core.tables.compact import TableCompactor

@@ -18,6 +18,12 @@ job while the first driver lives): a video's first commit stays and a later one 
 live run can own (see `vis_core.tables.commit`). A video that another run committed while
 this one processed it counts as skipped.
 
+Storage faults: `vis_core.storage` retries transient ones. A video whose object still
+cannot be read gets a `failed` row (`VideoReadError`); a commit that still fails is retried
+from the driver as a `failed` row naming the error; when the listing or the tables still
+cannot be read or written, the job stops with `StorageFailure` (what and where, never a
+credential). Nothing partial is committed either way: a commit is whole or absent.
+
 `run_id` is the job's identity: a digest of the model file, the inference options and
 the decode limits. The same job run again has the same `run_id` and skips what it
 committed; another model is another run, with its own rows.
@@ -32,11 +38,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from vis_core.corpus.listing import CorpusVideo, iter_corpus
+from vis_core.corpus.listing import CorpusNotFoundError, CorpusVideo, iter_corpus
 from vis_core.corpus.plan import CorpusPlan
 from vis_core.corpus.process import ProcessOptions, process_video
 from vis_core.corpus.stage_seconds import StageSeconds
@@ -44,6 +50,7 @@ from vis_core.corpus.time_limit import TimeLimit
 from vis_core.export.backend import DetectorBackend, apply_detector_backend, onnx_detector_bytes
 from vis_core.methods import build_segmenter
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
+from vis_core.storage import STORAGE_ERRORS, storage_error
 from vis_core.tables.commit import CommitResult, Replace, TableCommitter
 from vis_core.tables.rows import VideoRecord, failed_rows
 from vis_core.tables.schema import STATUS_OK
@@ -53,6 +60,34 @@ from workflows.ray_cluster import ensure_ray
 from workflows.staged_options import PIPELINES, DeviceStandIn, StagedOptions
 
 logger = logging.getLogger(__name__)
+
+
+class StorageFailure(RuntimeError):
+    """The job stopped: the input could not be listed or the tables could not be read or
+    written, after the storage's retries (the message says which, where and why)."""
+
+
+def _storage_failure(what: str, uri: str, error: BaseException) -> StorageFailure:
+    return StorageFailure(f"cannot {what} {uri}: {storage_error(error)}")
+
+
+def _listing(input_uri: str) -> Iterator[CorpusVideo]:
+    """The streamed listing (`iter_corpus`: CorpusNotFoundError at once); a storage error,
+    at once or on the way, stops the job with its reason."""
+    try:
+        videos = iter_corpus(input_uri)
+    except CorpusNotFoundError:
+        raise
+    except STORAGE_ERRORS as error:
+        raise _storage_failure("list the input", input_uri, error) from error
+    return _guarded(videos, input_uri)
+
+
+def _guarded(videos: Iterator[CorpusVideo], input_uri: str) -> Iterator[CorpusVideo]:
+    try:
+        yield from videos
+    except STORAGE_ERRORS as error:
+        raise _storage_failure("list the input", input_uri, error) from error
 
 
 @dataclass(frozen=True)
@@ -192,13 +227,17 @@ def run_corpus_job(
         limits=config.limits,
         time_limit=config.time_limit,
     )
-    listing = iter_corpus(config.input_uri)  # streamed as the workers take videos
+    listing = _listing(config.input_uri)  # streamed as the workers take videos
     job_id = uuid.uuid4().hex[:12]  # this job's claims (see `vis_core.tables.claims`)
-    committer = TableCommitter(config.output_uri, options.run_id, job_id=job_id)
-    recovered = committer.recover()
+    try:
+        committer = TableCommitter(config.output_uri, options.run_id, job_id=job_id)
+        recovered = committer.recover()
+        committed = committer.committed_set()
+    except STORAGE_ERRORS as error:
+        raise _storage_failure("read the tables under", config.output_uri, error) from error
     if recovered:
         logger.info("removed %d files of interrupted commits", recovered)
-    plan = CorpusPlan(listing, committer.committed_set(), config.retry_failed)
+    plan = CorpusPlan(listing, committed, config.retry_failed)
     todo = iter(plan)
     first = next(todo, None)
     outcomes: list[VideoOutcome] = []
@@ -450,15 +489,22 @@ def record_failure(
     error: Exception,
 ) -> VideoOutcome:
     """Commit the `failed` row of a video whose workers died `max_attempts` times (or
-    whose commit failed), from the driver."""
-    message = (
-        f"the worker failed {config.max_attempts} times while processing this "
-        f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
-    )
+    whose commit failed), from the driver; `StorageFailure` when that commit fails too."""
+    cause = getattr(error, "cause", None)  # a RayTaskError's exception, raised in the worker
+    if isinstance(cause, STORAGE_ERRORS):
+        message = f"committing its rows failed: {storage_error(cause)}"[:600]
+    else:
+        message = (
+            f"the worker failed {config.max_attempts} times while processing this "
+            f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
+        )
     record = VideoRecord(
         video.video_id, video.uri, options.model, options.run_id, method=options.method
     )
-    result = committer.commit(failed_rows(record, message), replace=_replace(config))
+    try:
+        result = committer.commit(failed_rows(record, message), replace=_replace(config))
+    except STORAGE_ERRORS as error:
+        raise _storage_failure("write the tables under", config.output_uri, error) from error
     if not result.won and result.claim.status == STATUS_OK:
         message = None  # the worker committed the video before it died
     return VideoOutcome(

@@ -20,7 +20,7 @@ import av.error
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from vis_core.storage import open_fs
+from vis_core.storage import STORAGE_ERRORS, StorageFile, open_fs, storage_error
 from vis_core.video.errors import (
     CorruptVideoError,
     EmptyVideoError,
@@ -122,7 +122,11 @@ class VideoInput:
         if self._local_path is not None:
             target: str | IO[bytes] = self._local_path
         elif self._fs is not None:
-            storage_file = self._storage_call("open", lambda: self._fs.open(self._path, "rb"))
+            # Storage errors that are not OSErrors (a body still cut short after s3fs's
+            # retries) would pass through FFmpeg as they are: they become OSErrors here.
+            storage_file = StorageFile(
+                self._storage_call("open", lambda: self._fs.open(self._path, "rb"))
+            )
             target = storage_file
         else:
             self._rewind()
@@ -160,9 +164,10 @@ class VideoInput:
             return call()
         except FileNotFoundError as error:
             raise VideoReadError(self.name, "no such file") from error
-        except (OSError, ValueError, ImportError) as error:
+        except (*STORAGE_ERRORS, ValueError, ImportError) as error:
             # fsspec raises ValueError for an unknown protocol, ImportError for a missing one.
-            raise VideoReadError(self.name, f"cannot {action}: {error}") from error
+            reason = storage_error(error) if isinstance(error, STORAGE_ERRORS) else error
+            raise VideoReadError(self.name, f"cannot {action}: {reason}") from error
 
     def _file_size(self, file: IO[bytes]) -> int | None:
         if not _seekable(file):
@@ -194,7 +199,7 @@ class VideoInput:
             if _seekable(self._file):
                 self._file.seek(0)
                 return self._file.read(_HEAD_BYTES)
-        except OSError:
+        except STORAGE_ERRORS:
             return None
         return None
 
