@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: setup demo test test-all fuzz bench lint format clean
+.PHONY: setup demo test test-all fuzz s3-faults bench lint format clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ test-all: setup
 # The long fuzz loops over hostile and odd videos (README, Reliability); prints the reliability row.
 fuzz: setup
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -s -m slow tests/test_video_fuzz.py
+
+# The long loop of object store faults through a fault-injecting proxy in front of a local
+# S3 server (README, Reliability); prints the reliability rows. VIS_S3_FAULT_SEEDS=N for more.
+s3-faults: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -s -m slow tests/test_s3_faults.py
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -26,7 +26,7 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from tests.s3_fault_proxy import FAULTS, Fault, FaultPlan, FaultProxy
 from tests.test_corpus_job import comparable, job, make_corpus
 from vis_core.storage import open_fs
-from vis_core.tables.read import read_table
+from vis_core.tables.read import TablesNotFoundError, read_table
 from workflows.corpus_job import StorageFailure, run_corpus_job
 
 ACCESS_KEY = "AKIAVISFAULTPROXY7Q2Z"
@@ -79,11 +79,20 @@ def ray_session(s3_server, proxy: FaultProxy):
 
 
 @pytest.fixture(scope="module")
-def reference(local_corpus: Path, tiny_model: str, ray_session, tmp_path_factory) -> dict:
-    """The tables of a clean run on a local folder, table -> comparable rows."""
-    output = str(tmp_path_factory.mktemp("reference") / "out")
-    run_corpus_job(job(str(local_corpus), output, tiny_model))
-    return {table: comparable(output, table) for table in TABLES}
+def references(local_corpus: Path, tiny_model: str, ray_session, tmp_path_factory) -> dict:
+    """The tables of clean runs on a local folder, pipeline -> table -> comparable rows
+    (each pipeline has its own: batching across videos changes scores by rounding)."""
+    tables: dict[str, dict] = {}
+    for pipeline in ("single", "staged"):
+        output = str(tmp_path_factory.mktemp("reference") / pipeline)
+        run_corpus_job(job(str(local_corpus), output, tiny_model, pipeline=pipeline))
+        tables[pipeline] = {table: comparable(output, table) for table in TABLES}
+    return tables
+
+
+@pytest.fixture(scope="module")
+def reference(references: dict) -> dict:
+    return references["single"]
 
 
 def fresh_bucket(s3_server, local_corpus: Path) -> str:
@@ -156,12 +165,17 @@ def video_rows(rows: list[dict], video_id: str) -> list[dict]:
 def check_tables(output: str, reference: dict) -> Figures:
     """Compare the committed tables under `output` with the clean run's, video by video
     (read with no fault planned); a video absent from the tables counts as lost."""
-    tables = {table: comparable(output, table) for table in TABLES}
+    try:
+        tables = {table: comparable(output, table) for table in TABLES}
+    except TablesNotFoundError:  # nothing committed
+        tables = {table: [] for table in TABLES}
     fs, root = open_fs(output)
-    plain = pads.dataset(
-        f"{root}/videos", filesystem=PyFileSystem(FSSpecHandler(fs)), format="parquet"
-    )
-    plain_counts = Counter(plain.to_table(columns=["video_id"])["video_id"].to_pylist())
+    plain_counts: Counter = Counter()
+    if fs.exists(f"{root}/videos"):  # as a plain Parquet reader sees the folder
+        plain = pads.dataset(
+            f"{root}/videos", filesystem=PyFileSystem(FSSpecHandler(fs)), format="parquet"
+        )
+        plain_counts.update(plain.to_table(columns=["video_id"])["video_id"].to_pylist())
     counts = Counter(row["video_id"] for row in tables["videos"])
     figures = Figures(runs=1, expected=len(VIDEOS))
     for video_id in VIDEOS:
@@ -234,12 +248,12 @@ def a_few_of_each(seed: int) -> FaultPlan:
     return FaultPlan(rules, seed=seed)
 
 
-@pytest.mark.parametrize("pipeline", ["single", "staged"])
+@pytest.mark.parametrize("pipeline", ["single", pytest.param("staged", marks=pytest.mark.slow)])
 def test_transient_faults_are_retried_and_the_tables_equal_a_clean_run(
     bucket: str,
     proxy: FaultProxy,
     tiny_model: str,
-    reference: dict,
+    references: dict,
     ray_session: str,
     pipeline: str,
     caplog: pytest.LogCaptureFixture,
@@ -254,7 +268,7 @@ def test_transient_faults_are_retried_and_the_tables_equal_a_clean_run(
     kinds = {kind for kind, _ in injected}
     faults = {fault for _, fault in injected}
     assert kinds == set(KINDS) and {"drop", "500", "503", "truncate", "lost_answer"} <= faults
-    figures = check_tables(output, reference)
+    figures = check_tables(output, references[pipeline])
     assert (figures.committed, figures.lost, figures.duplicated) == (len(VIDEOS), 0, 0)
     again = run_corpus_job(job(f"{bucket}/corpus", output, tiny_model, pipeline=pipeline))
     assert again.skipped == len(VIDEOS)
@@ -290,7 +304,33 @@ def test_a_video_that_cannot_be_read_gets_a_failed_row_with_its_error(
     assert check_tables(output, reference).committed == len(VIDEOS)
 
 
-def test_tables_that_cannot_be_written_stop_the_job_and_nothing_partial_is_committed(
+def test_a_commit_that_cannot_be_written_is_a_failed_row_and_nothing_partial_is_visible(
+    bucket: str, proxy: FaultProxy, tiny_model: str, reference: dict, ray_session: str
+) -> None:
+    """Every `tracklet_frames` file fails to upload: a video's other files are staged, its
+    commit is not made; the driver commits a `failed` row naming the error (such a row
+    has no `tracklet_frames` file). No tracklet is visible, even to a plain reader."""
+    output = f"{bucket}/tables"
+    plan = FaultPlan([Fault("write", "500", persistent=True, key=r"/_staging/tracklet_frames/")])
+    summary, stopped, _ = run_with_faults(proxy, plan, f"{bucket}/corpus", output, tiny_model)
+    assert stopped is None and (summary.ok, summary.failed) == (0, 4)
+    figures = check_tables(output, reference)
+    assert (figures.committed, figures.failed, figures.lost, figures.duplicated) == (1, 3, 0, 0)
+    errors = {video_id: error for video_id, error in summary.failures}
+    assert (
+        errors["a.mp4"]
+        == "committing its rows failed: [Errno 121] We encountered an internal error."
+    )
+    fs, root = open_fs(output)
+    for table in ("tracklets", "tracklet_frames"):
+        assert not fs.exists(f"{root}/{table}") or not fs.find(f"{root}/{table}"), table
+    assert_no_credentials(*errors.values())
+    retried = run_corpus_job(job(f"{bucket}/corpus", output, tiny_model, retry_failed=True))
+    assert (retried.ok, retried.failed) == (3, 1)
+    assert check_tables(output, reference).committed == len(VIDEOS)
+
+
+def test_tables_that_cannot_be_written_stop_the_job_with_a_clear_message(
     bucket: str,
     proxy: FaultProxy,
     tiny_model: str,
@@ -298,20 +338,18 @@ def test_tables_that_cannot_be_written_stop_the_job_and_nothing_partial_is_commi
     ray_session: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Every staged `tracklet_frames` file fails to upload: a video's other files are
-    written, its commit is not. The job stops with a clear message; a rerun completes."""
+    """Every write under the output fails: the workers' commits and the driver's `failed`
+    rows. The job stops saying so; nothing is committed; a rerun completes."""
     output = f"{bucket}/tables"
-    plan = FaultPlan([Fault("write", "500", persistent=True, key=r"/_staging/tracklet_frames/")])
+    plan = FaultPlan([Fault("write", "500", persistent=True, key=r"^/faults-[0-9a-f]+/tables/")])
     summary, stopped, _ = run_with_faults(proxy, plan, f"{bucket}/corpus", output, tiny_model)
     assert summary is None and stopped is not None
     message = str(stopped)
-    assert message.startswith(f"cannot write the tables under {output}: ")
-    assert "Internal" in message
+    assert message.startswith(f"cannot write the tables under {output}: [Errno 121] ")
     assert_no_credentials(message, caplog.text)
-    assert read_table(output, "videos").num_rows == 0  # nothing committed, nothing partial
-    for table in TABLES:
-        fs, root = open_fs(f"{output}/{table}")
-        assert not fs.exists(root) or not fs.find(root), table
+    with pytest.raises(TablesNotFoundError):  # nothing committed, nothing partial
+        read_table(output, "videos")
+    assert check_tables(output, reference).lost == len(VIDEOS)
     rerun = run_corpus_job(job(f"{bucket}/corpus", output, tiny_model))
     assert (rerun.ok, rerun.failed) == (3, 1)
     figures = check_tables(output, reference)
@@ -330,7 +368,7 @@ def test_a_listing_that_keeps_failing_stops_the_job_with_a_clear_message(
 
 # The long loop: every kind of fault, alone, on listing, reading and writing at once, at
 # several rates and seeds; then persistent faults. Prints the README's rows.
-LOOP_SEEDS = int(os.environ.get("VIS_S3_FAULT_SEEDS", "3"))
+LOOP_SEEDS = int(os.environ.get("VIS_S3_FAULT_SEEDS", "2"))
 LOOP_RATES = (0.05, 0.15)
 
 
@@ -347,8 +385,11 @@ PERSISTENT = {
     "read of one video cut short (every attempt)": FaultPlan(
         [Fault("read", "truncate", persistent=True, key=r"/corpus/sub dir/")]
     ),
-    "table file uploads fail (500, every attempt)": FaultPlan(
+    "uploads of one table fail (500, every attempt)": FaultPlan(
         [Fault("write", "500", persistent=True, key=r"/_staging/tracklet_frames/")]
+    ),
+    "every write to the tables fails (500, every attempt)": FaultPlan(
+        [Fault("write", "500", persistent=True, key=r"^/faults-[0-9a-f]+/tables/")]
     ),
 }
 
@@ -383,7 +424,9 @@ def test_long_loop_of_object_store_faults(
         figures.injected.update(injected)
         figures.seconds = time.perf_counter() - started
         texts = [str(stopped or ""), summary.describe() if summary else ""]
-        assert_no_credentials(*texts, str(read_table(output, "videos").to_pylist()))
+        if figures.lost < len(VIDEOS):
+            texts.append(str(read_table(output, "videos").to_pylist()))
+        assert_no_credentials(*texts)
         assert (figures.lost, figures.duplicated, figures.wrong) == (0, 0, 0) or stopped, name
         assert figures.wrong == 0 and figures.duplicated == 0, name
         if stopped is not None:  # nothing partial; a rerun without faults completes
