@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from vis_core.inference.frames import FramePreparer, FrameSource, InputGeometry
+from vis_core.inference.instances import VideoInstances
 from vis_core.modeling.frame_detector import FrameDetections, FrameDetector
 
 
@@ -141,3 +142,15 @@ def detector_digest(detector: torch.nn.Module) -> str:
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+class SourceSegmenter(Protocol):
+    """A segmenter that reads its detector outputs from any `DetectorSource`."""
+
+    def live_source(self, frames: FrameSource) -> DetectorSource:
+        """The detector on `frames`."""
+        ...
+
+    def segment_source(self, source: DetectorSource) -> VideoInstances:
+        """The video's instances from its detector outputs."""
+        ...

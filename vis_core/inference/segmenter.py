@@ -192,6 +192,8 @@ class VideoSegmenter:
     `config` defaults to `model.config.inference`.
     """
 
+    reads_mask_logits = False  # the frame decoder's masks: VITA makes its own
+
     def __init__(
         self,
         model: VitaModel,
