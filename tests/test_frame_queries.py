@@ -247,3 +247,21 @@ def test_cli_refuses_l2g_a_missing_table_and_bad_combinations(
     assert "single pipeline only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["process", "--input", str(corpus), "--frame-queries", "int8", *out])
+
+
+def test_compaction_packs_frame_queries_and_they_read_back_the_same(runs: Runs) -> None:
+    from vis_core.tables.compact import TableCompactor
+
+    output, summary = runs.recorded("float32")
+    before = read_table(output, FRAME_QUERIES, run_id=summary.run_id).sort_by("video_id")
+    assert TableCompactor(output, summary.run_id).compact().packs == 1
+    after = read_table(output, FRAME_QUERIES, run_id=summary.run_id).sort_by("video_id")
+    assert after.equals(before)
+    (video,) = [v for v in list_stored_videos(output, summary.run_id) if v.video_id == "a.mp4"]
+    assert "-pack-" in video.paths[FRAME_QUERIES]  # read from the pack, the others filtered out
+    model = load_model(runs.model_file)
+    fs, _ = open_fs(output)
+    stored = StoredFrames(
+        fs, video.paths[FRAME_QUERIES], "a.mp4", model.detector, torch.device("cpu")
+    )
+    assert [chunk.num_frames for chunk, _ in stored.chunks(4)] == [4, 2]
