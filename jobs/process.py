@@ -1,5 +1,9 @@
 """`vis process`: segment every video under an input prefix into Parquet tracklet tables.
 
+With --frame-queries, each frame's detector outputs also go to the `frame_queries` table;
+`--from-frame-queries URI --method M` then re-associates that output's videos with another
+temporal head (vita, per-frame, querytrack, hitf; not l2g) without decoding or the detector.
+
 With --compact, the run's tables are rewritten into few large files when the job ends
 (as `vis compact`; off by default: a job's own commits are one file per video).
 
@@ -30,13 +34,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="folder or prefix of videos (path, s3://)")
+    parser.add_argument("--input", help="folder or prefix of videos (path, s3://)")
     parser.add_argument("--output", required=True, help="prefix of the tables (path, s3://)")
     parser.add_argument(
         "--model",
         help="vis model file, URI or models:/NAME/VERSION|@ALIAS (default: the shipped model)",
     )
     method_option.add_argument(parser)
+    parser.add_argument(
+        "--frame-queries",
+        nargs="?",
+        const="float16",
+        choices=("float16", "float32"),
+        help="also write each frame's detector outputs to the frame_queries table (float16 "
+        "unless given float32), so another temporal head can re-associate the corpus later",
+    )
+    parser.add_argument(
+        "--from-frame-queries",
+        metavar="URI",
+        help="instead of --input: re-associate the videos of an earlier output's frame_queries "
+        "table with --method, without running the detector",
+    )
+    parser.add_argument(
+        "--source-run",
+        help="with --from-frame-queries: the run whose frame queries to read (default: the "
+        "only one there)",
+    )
     parser.add_argument("--gpu", action="store_true", help="one worker per GPU, bf16")
     parser.add_argument(
         "--workers", type=int, help="segmentation workers (default: fill the cluster)"
@@ -100,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         if args.max_frames is not None:
             limits = dataclasses.replace(limits, max_frames=args.max_frames)
         config = CorpusJobConfig(
-            input_uri=args.input,
+            input_uri=args.input or "",
             output_uri=args.output,
             model_uri=args.model,
             use_gpu=args.gpu,
@@ -116,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
             detector_backend=backend,
             method=args.method,
             pipeline=args.pipeline,
+            frame_queries=args.frame_queries,
+            from_frame_queries=args.from_frame_queries,
+            source_run=args.source_run,
         )
     except ValueError as error:  # a bad backend or time limit, a pipeline the method has not
         print(f"vis process: error: {error}", file=sys.stderr)

@@ -47,3 +47,35 @@ def test_a_sitting_trains_for_its_budget_and_reports(tmp_path) -> None:
         if not torch.equal(value, start.state_dict()[name])
     ]
     assert changed
+
+
+def test_a_head_sitting_trains_the_head_alone(tmp_path) -> None:
+    """`--method hitf --freeze-detector`: the head is added and learns, the detector and
+    VITA stay as they were, and the head's AP is measured."""
+    train = generate_split(str(tmp_path / "train"), preset("train").replace(**TINY), 2, seed=0)
+    val = generate_split(str(tmp_path / "val"), preset("val").replace(**TINY), 1, seed=1)
+    config = get_preset("vita_small_synth")
+    config = dataclasses.replace(config, input=dataclasses.replace(config.input, min_size_test=48))
+    torch.manual_seed(0)
+    start = VitaModel(config)
+    save_model(str(tmp_path / "start.vis.pt"), start)
+    out = tmp_path / "out"
+    device_train.main(
+        ["--init-model", str(tmp_path / "start.vis.pt"), "--train", train.annotations_uri,
+         "--val", val.annotations_uri, "--out", str(out), "--seconds", "3", "--method", "hitf",
+         "--freeze-detector", "--batch-size", "1", "--num-frames", "3", "--loader-workers", "0",
+         "--warmup", "1", "--log-every", "1", "--threads", "1"]
+    )  # fmt: skip
+    summary = json.loads((out / "sitting.json").read_text())
+    assert summary["method"] == "hitf" and summary["num_frames"] == 3
+    assert "loss_hitf_mask_id" in summary["curve"][0]
+    assert set(k for k in summary if k.startswith("val_")) == {"val_hitf_ap", "val_hitf_ap50"}
+    trained = load_model(str(out / "model.vis.pt"))
+    assert trained.config.hitf is not None
+    before = start.state_dict()
+    changed = {
+        name.split(".")[0]
+        for name, value in trained.state_dict().items()
+        if name not in before or not torch.equal(value, before[name])
+    }
+    assert changed == {"hitf"}

@@ -42,12 +42,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from vis_core.corpus.frame_queries import StoredVideo, check_dtype
 from vis_core.corpus.listing import CorpusNotFoundError, CorpusVideo, iter_corpus
 from vis_core.corpus.plan import CorpusPlan
 from vis_core.corpus.process import ProcessOptions, process_video
+from vis_core.corpus.reassociate import (
+    check_method,
+    list_stored_videos,
+    process_stored_video,
+    source_run,
+)
 from vis_core.corpus.stage_seconds import StageSeconds
 from vis_core.corpus.time_limit import TimeLimit
 from vis_core.export.backend import DetectorBackend, apply_detector_backend, onnx_detector_bytes
+from vis_core.inference.detector_source import detector_digest
 from vis_core.methods import build_segmenter
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
 from vis_core.storage import STORAGE_ERRORS, storage_error
@@ -115,6 +123,12 @@ class CorpusJobConfig:
         runs it fastest: docs/staged_pipeline.md). staged: its bounds.
     standin: replace the model on the device by a stand-in with a fixed time per frame
         (for measuring the pipeline; its rows are another run's).
+    frame_queries: also write each frame's detector outputs to the `frame_queries` table,
+        in this dtype ("float16" or "float32"; None: not written). Part of the run's
+        identity; the single pipeline only.
+    from_frame_queries: instead of decoding `input_uri`, re-associate the `ok` videos of
+        the run with frame queries under this output prefix (`source_run`, or the only
+        one there) with `method`, without the detector (`vis_core.corpus.reassociate`).
     """
 
     input_uri: str
@@ -138,6 +152,9 @@ class CorpusJobConfig:
     pipeline: str = "auto"
     staged: StagedOptions = field(default_factory=StagedOptions)
     standin: DeviceStandIn | None = None
+    frame_queries: str | None = None
+    from_frame_queries: str | None = None
+    source_run: str | None = None
 
     def __post_init__(self) -> None:
         if self.pipeline not in PIPELINES:
@@ -146,12 +163,35 @@ class CorpusJobConfig:
             raise ValueError(
                 f"the staged pipeline and the device stand-in run VITA only, not {self.method!r}"
             )
+        if self.frame_queries is not None:
+            check_dtype(self.frame_queries)
+        stored = self.frame_queries is not None or self.from_frame_queries is not None
+        if stored and (self.pipeline == "staged" or self.standin is not None):
+            raise ValueError(
+                "--frame-queries and --from-frame-queries run on the single pipeline only "
+                "(--pipeline single), without a device stand-in"
+            )
+        if self.from_frame_queries is not None:
+            check_method(self.method)
+            if self.input_uri:
+                raise ValueError("give --input or --from-frame-queries, not both")
+            if self.frame_queries is not None:
+                raise ValueError("--from-frame-queries reads frame queries: no --frame-queries")
+            if self.detector_backend.kind != "torch":
+                raise ValueError("--from-frame-queries runs no detector: no --detector-backend")
+        elif not self.input_uri:
+            raise ValueError("give --input (videos) or --from-frame-queries (an earlier output)")
+        if self.source_run is not None and self.from_frame_queries is None:
+            raise ValueError("--source-run goes with --from-frame-queries")
 
     @property
     def staged_pipeline(self) -> bool:
         """Whether the job runs the staged pipeline (see `pipeline`)."""
         if self.pipeline == "auto":
-            return self.method == "vita" and (self.use_gpu or self.standin is not None)
+            stored = self.frame_queries is not None or self.from_frame_queries is not None
+            return (
+                self.method == "vita" and (self.use_gpu or self.standin is not None) and not stored
+            )
         return self.pipeline == "staged"
 
 
@@ -218,16 +258,34 @@ def run_corpus_job(
     model_bytes = _model_bytes(config)
     model = model_from_bytes(model_bytes, config.model_uri or "the shipped model")
     build_segmenter(config.method, model)  # an unknown method or a missing head fails here
+    source = None
+    if config.from_frame_queries is not None:
+        source = (
+            config.from_frame_queries,
+            source_run(config.from_frame_queries, config.source_run),
+        )
+    stored = config.frame_queries is not None or source is not None
     options = ProcessOptions(
         model=f"{model.config.name}@{hashlib.sha256(model_bytes).hexdigest()[:12]}",
         run_id=job_run_id(
-            model_bytes, model.config.inference, config.limits, config.method, config.standin
+            model_bytes,
+            model.config.inference,
+            config.limits,
+            config.method,
+            config.standin,
+            frame_queries=config.frame_queries,
+            source=source,
         ),
         method=config.method,
         limits=config.limits,
         time_limit=config.time_limit,
+        frame_queries=config.frame_queries,
+        detector=detector_digest(model.detector) if stored else "",
     )
-    listing = _listing(config.input_uri)  # streamed as the workers take videos
+    # Streamed as the workers take videos: the corpus, or the source's stored videos.
+    listing: Iterable[Any] = (
+        list_stored_videos(*source) if source is not None else _listing(config.input_uri)
+    )
     job_id = uuid.uuid4().hex[:12]  # this job's claims (see `vis_core.tables.claims`)
     try:
         committer = TableCommitter(config.output_uri, options.run_id, job_id=job_id)
@@ -297,15 +355,26 @@ def job_run_id(
     limits: DecodeLimits,
     method: str = "vita",
     standin: DeviceStandIn | None = None,
+    frame_queries: str | None = None,
+    source: tuple[str, str] | None = None,
 ) -> str:
     """The run's identity: what decides the rows (model, inference options, limits,
-    method, a device stand-in)."""
+    method, a device stand-in, the frame queries it writes, or the source it re-associates:
+    output prefix and run)."""
     digest = hashlib.sha256(model_bytes)
-    options = {"inference": dataclasses.asdict(inference), "limits": dataclasses.asdict(limits)}
-    if method != "vita":  # VITA's runs keep the identity they had before methods existed
+    options: dict[str, Any] = {
+        "inference": dataclasses.asdict(inference),
+        "limits": dataclasses.asdict(limits),
+    }
+    if method != "vita" or source is not None:  # VITA's runs keep their identity of before
         options["method"] = method
     if standin is not None:
         options["standin"] = {"frame_ms": standin.frame_ms}
+    if frame_queries is not None:
+        options["frame_queries"] = frame_queries
+    if source is not None:  # no videos are decoded: the limits do not apply
+        del options["limits"]
+        options["source"] = {"uri": source[0].rstrip("/"), "run_id": source[1]}
     digest.update(json.dumps(options, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
@@ -368,8 +437,11 @@ class SegmentWorker:
         self.replace = replace
         self.pid = os.getpid()
 
-    def process(self, video: CorpusVideo) -> VideoOutcome:
-        rows = process_video(video, self.segmenter, self.options, self.class_names)
+    def process(self, video: CorpusVideo | StoredVideo) -> VideoOutcome:
+        if isinstance(video, StoredVideo):  # --from-frame-queries: no decoding, no detector
+            rows = process_stored_video(video, self.segmenter, self.options, self.class_names)
+        else:
+            rows = process_video(video, self.segmenter, self.options, self.class_names)
         result = self.committer.commit(rows, replace=self.replace)
         videos = rows.tables["videos"]
         return VideoOutcome(
@@ -537,7 +609,9 @@ def _record(config: CorpusJobConfig, summary: CorpusJobSummary) -> str | None:
             TrackingConfig(tracking_uri=config.tracking_uri, experiment=config.experiment),
             run_name=f"process-{summary.run_id}",
             params={
-                "input": config.input_uri,
+                "input": config.input_uri or config.from_frame_queries,
+                "frame_queries": config.frame_queries,
+                "from_frame_queries": config.from_frame_queries,
                 "output": config.output_uri,
                 "model": summary.model,
                 "method": config.method,

@@ -6,6 +6,9 @@ segmenter's two-pass path), each pass a fresh sequential decode. Every FFmpeg ca
 video (opening and probing it too) runs in that thread, so the video's time limit
 (vis_core/corpus/time_limit.py) holds even when FFmpeg never returns: the video gets a
 `failed` row and the job goes on (the stuck thread is left behind, a daemon).
+
+With `ProcessOptions.frame_queries`, the detector's outputs of every frame are recorded as
+the segmenter reads them (`vis_core.corpus.frame_queries`) and committed with the video.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vis_core.corpus.frame_queries import FrameQueryRecorder
 from vis_core.corpus.listing import CorpusVideo
 from vis_core.corpus.time_limit import Deadline, TimeLimit, VideoTimeLimitError
 from vis_core.inference.dataset import Segmenter
+from vis_core.inference.detector_source import RecordingSource
 from vis_core.inference.frames import FrameSourceError
 from vis_core.tables.rows import VideoRecord, VideoRows, failed_rows, ok_rows
 from vis_core.video.decode import DecodeLimits, open_video
@@ -42,7 +47,9 @@ class ProcessOptions:
     limits: what a video may be (bigger ones fail with `VideoTooLargeError`);
     time_limit: how long a video may take (slower ones fail with `VideoTimeLimitError`);
     decode_threads: decoder threads (0: FFmpeg's choice); prefetch_frames: how far the
-    decoding thread may run ahead of the model."""
+    decoding thread may run ahead of the model; frame_queries: the dtype in which each
+    frame's detector outputs go to the `frame_queries` table (None: not written);
+    detector: the digest of the model's detector (`detector_digest`), in those rows."""
 
     model: str
     run_id: str
@@ -51,6 +58,8 @@ class ProcessOptions:
     time_limit: TimeLimit = field(default_factory=TimeLimit)
     decode_threads: int = 0
     prefetch_frames: int = 32
+    frame_queries: str | None = None
+    detector: str = ""
 
 
 def process_video(
@@ -68,8 +77,14 @@ def process_video(
         method=options.method,
     )
     decoded = _DecodeLog(video.uri, options, options.time_limit.start())
+    recorder = None
     try:
-        instances = segmenter.segment(decoded.frames)
+        if options.frame_queries is None:
+            instances = segmenter.segment(decoded.frames)
+        else:  # the detector's outputs go to the frame_queries table as they are made
+            recorder = FrameQueryRecorder(options.frame_queries)
+            source = RecordingSource(segmenter.live_source(decoded.frames), recorder)
+            instances = segmenter.segment_source(source)
         total_s = time.perf_counter() - started
         record = dataclasses.replace(
             decoded.describe(record),
@@ -79,7 +94,12 @@ def process_video(
             total_s=total_s,
         )
         timestamps = decoded.first_pass_timestamps
-        return ok_rows(record, instances, class_names, timestamps)
+        frame_queries = None
+        if recorder is not None:
+            frame_queries = recorder.table(
+                video.video_id, options.run_id, options.detector, timestamps
+            )
+        return ok_rows(record, instances, class_names, timestamps, frame_queries)
     except (VideoDecodeError, FrameSourceError, VideoTimeLimitError) as error:
         message = f"{type(error).__name__}: {error}"
     except Exception as error:  # a failed row, never a crashed job (see the module doc)

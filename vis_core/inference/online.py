@@ -12,7 +12,8 @@ in which frame) and the tracks that can take no more frames (`TrackSummary`: id,
 score); `finish` gives the rest. Masks and summaries leave the state as soon as they are
 known, so the state holds live tracks only, never past frames or features.
 
-`OnlineSegmenter` runs the detector chunk by chunk, feeds the head, turns each chunk's
+`OnlineSegmenter` runs the detector chunk by chunk (or reads its stored outputs:
+`vis_core.inference.detector_source`), feeds the head, turns each chunk's
 masks into compressed RLE at the original size at once (the same resize and threshold
 as `VideoSegmenter`), and at the end assembles `VideoInstances` from the summaries: the
 best-scoring `max_instances` tracks, best first, an empty mask where a track has none.
@@ -34,52 +35,14 @@ import torch
 from torch import Tensor
 
 from vis_core import masks
+from vis_core.inference.detector_source import DetectorChunk, DetectorSource, LiveDetector
 from vis_core.inference.frames import FramePreparer, FrameSource, FrameSourceError, InputGeometry
 from vis_core.inference.instances import VideoInstances
 from vis_core.inference.segmenter import inference_autocast, masks_from_logits
 from vis_core.masks import RLE
-from vis_core.modeling.frame_detector import FrameDetections
 from vis_core.modeling.vita_model import VitaModel
 
 State = TypeVar("State")
-
-
-@dataclass(frozen=True)
-class DetectorChunk:
-    """The detector's outputs on t consecutive frames of one video, as heads read them.
-
-    first_frame: the video index of the chunk's first frame. class_logits `[t, Q, K+1]`
-    (no-object last); mask_logits `[t, Q, h, w]`; frame_queries `[t, Q, C]`: the last
-    decoder layer's decoder-normed queries; mask_features `[t, C, h, w]` (stride 4). For a
-    head that runs the frame decoder itself: attended_maps, the three maps it attends
-    (coarse first), and decoder_mask_features `[t, D, h, w]` (`FrameDetections`; empty and
-    None where the detector does not give them, as the ONNX one).
-    """
-
-    first_frame: int
-    class_logits: Tensor
-    mask_logits: Tensor
-    frame_queries: Tensor
-    mask_features: Tensor
-    attended_maps: tuple[Tensor, ...] = ()
-    decoder_mask_features: Tensor | None = None
-
-    @classmethod
-    def from_detections(cls, first_frame: int, detections: FrameDetections) -> DetectorChunk:
-        """From the detector's output in eval mode (one layer of frame queries)."""
-        return cls(
-            first_frame=first_frame,
-            class_logits=detections.pred_logits,
-            mask_logits=detections.pred_masks,
-            frame_queries=detections.frame_queries[-1],
-            mask_features=detections.clip_mask_features,
-            attended_maps=detections.attended_maps,
-            decoder_mask_features=detections.decoder_mask_features,
-        )
-
-    @property
-    def num_frames(self) -> int:
-        return self.class_logits.shape[0]
 
 
 @dataclass(frozen=True)
@@ -221,20 +184,26 @@ class OnlineSegmenter:
 
     def segment(self, frames: FrameSource) -> VideoInstances:
         """Segment one video; `frames` yields RGB `[H, W, 3]` uint8 frames."""
+        return self.segment_source(self.live_source(frames))
+
+    def live_source(self, frames: FrameSource) -> DetectorSource:
+        """The detector on `frames`: what `segment` reads."""
+        return LiveDetector(self.model.detector, self.frames, frames)
+
+    def segment_source(self, source: DetectorSource) -> VideoInstances:
+        """Segment one video from its detector outputs (live or stored), read once."""
         state = self.head.start()
         rles = TrackRles()
         summaries: list[TrackSummary] = []
         geometry = None
         num_frames = 0
         with torch.inference_mode(), inference_autocast(self.device, self.dtype):
-            for images, geometry in self.frames.chunks(frames, self.chunk_frames):
-                detections = self.model.detector(images)
-                chunk = DetectorChunk.from_detections(num_frames, detections)
+            for chunk, geometry in source.chunks(self.chunk_frames):
                 state, step = self.head.step(state, chunk)
                 rles.add(step.masks, geometry)
                 summaries.extend(step.finished)
                 num_frames += chunk.num_frames
-                del detections, chunk, images
+                del chunk
             summaries.extend(self.head.finish(state))
         if geometry is None:
             raise FrameSourceError("the video has no frames")

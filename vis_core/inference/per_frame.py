@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from vis_core import masks
+from vis_core.inference.detector_source import DetectorSource, LiveDetector
 from vis_core.inference.frames import FramePreparer, FrameSource, FrameSourceError, InputGeometry
 from vis_core.inference.instances import VideoInstances
 from vis_core.inference.segmenter import SCORE_EPSILON, inference_autocast, masks_from_logits
@@ -214,20 +215,25 @@ class PerFrameSegmenter:
 
     def segment(self, frames: FrameSource) -> VideoInstances:
         """Segment one video; `frames` yields RGB `[H, W, 3]` uint8 frames."""
+        return self.segment_source(self.live_source(frames))
+
+    def live_source(self, frames: FrameSource) -> DetectorSource:
+        """The detector on `frames`: what `segment` reads."""
+        return LiveDetector(self.model.detector, self.frames, frames)
+
+    def segment_source(self, source: DetectorSource) -> VideoInstances:
+        """Segment one video from its detector outputs (live or stored), read once."""
         linker = GreedyIouLinker(self.config.link_iou_threshold, self.config.max_gap)
         geometry = None
         frame_index = 0
         with torch.inference_mode(), inference_autocast(self.device, self.dtype):
-            chunks = self.frames.chunks(frames, self.config.detector_chunk_frames)
-            for images, chunk_geometry in chunks:
-                geometry = chunk_geometry
-                detections = self.model.detector(images)
+            for chunk, geometry in source.chunks(self.config.detector_chunk_frames):
                 for frame_detections in self._frame_detections(
-                    detections.pred_logits, detections.pred_masks, chunk_geometry
+                    chunk.class_logits, chunk.mask_logits, geometry
                 ):
                     linker.add_frame(frame_index, frame_detections)
                     frame_index += 1
-                del detections, images
+                del chunk
         if geometry is None:
             raise FrameSourceError("the video has no frames")
         return tracks_to_instances(

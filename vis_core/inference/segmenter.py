@@ -17,6 +17,10 @@
    (`vis_core.inference.mask_upsampling`, the same RLE as doing them on every pixel), and
    the masks' areas and boxes are kept from there.
 
+Steps 2-5 read the detector's outputs from a `DetectorSource`
+(`vis_core.inference.detector_source`): the detector run on the frames (`segment`), or the
+outputs stored by an earlier job (`segment_source`, `vis process --from-frame-queries`).
+
 Frames come from a `FrameSource`: a callable returning a fresh iterator of RGB frames
 `[H, W, 3]` uint8 at the original size (called twice on long videos), or a re-iterable such
 as a list. A one-shot iterator is refused, since the long path must read the frames twice.
@@ -37,6 +41,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from vis_core.inference.detector_source import DetectorSource, LiveDetector
 from vis_core.inference.frames import (
     FramePreparer,
     FrameSource,
@@ -187,6 +192,8 @@ class VideoSegmenter:
     `config` defaults to `model.config.inference`.
     """
 
+    reads_mask_logits = False  # the frame decoder's masks: VITA makes its own
+
     def __init__(
         self,
         model: VitaModel,
@@ -208,8 +215,16 @@ class VideoSegmenter:
 
         Returns `top_k` instances with masks at the original H x W for every frame.
         """
+        return self.segment_source(self.live_source(frames))
+
+    def live_source(self, frames: FrameSource) -> DetectorSource:
+        """The detector on `frames`: what `segment` reads."""
+        return LiveDetector(self.model.detector, self.frames, frames)
+
+    def segment_source(self, source: DetectorSource) -> VideoInstances:
+        """Segment one video from its detector outputs, live or stored (steps 2-5)."""
         with torch.inference_mode(), inference_autocast(self.device, self.dtype):
-            first = self._first_pass(frames)
+            first = self._first_pass(source)
             frame_queries = first.frame_queries[None, None]  # [1, 1, T, Q, C]
             foreground = None if first.foreground is None else first.foreground[None, None]
             video = self.model.vita(frame_queries, frame_fg_prob=foreground)
@@ -220,28 +235,26 @@ class VideoSegmenter:
             if first.mask_features is not None:
                 features: Iterable[Tensor] = first.mask_features
             else:
-                features = self._recomputed_mask_features(frames, first.geometry, num_frames)
+                features = self._recomputed_mask_features(source, first.geometry, num_frames)
             return self._decode_masks(selection, features, first.geometry, num_frames)
 
-    def _first_pass(self, frames: FrameSource) -> _FirstPass:
+    def _first_pass(self, source: DetectorSource) -> _FirstPass:
         queries: list[Tensor] = []
         foreground: list[Tensor] = []
         stored: list[Tensor] | None = []
         geometry = None
         count = 0
-        chunks = self.frames.chunks(frames, self.config.detector_chunk_frames)
-        for images, chunk_geometry in chunks:
+        for chunk, chunk_geometry in source.chunks(self.config.detector_chunk_frames):
             geometry = chunk_geometry
-            detections = self.model.detector(images)
-            queries.append(detections.frame_queries[-1])  # [t, Q, C]
+            queries.append(chunk.frame_queries)  # [t, Q, C]
             if self.prunes_tokens:
-                foreground.append(frame_foreground_probability(detections.pred_logits))
-            count += images.shape[0]
+                foreground.append(frame_foreground_probability(chunk.class_logits))
+            count += chunk.num_frames
             if stored is not None and count <= self.config.long_video_frames:
-                stored.append(self.model.vita.project_mask_features(detections.clip_mask_features))
+                stored.append(self.model.vita.project_mask_features(chunk.mask_features))
             else:
                 stored = None  # long video: the second pass recomputes them chunk by chunk
-            del detections, images
+            del chunk
         if geometry is None:
             raise FrameSourceError("the video has no frames")
         return _FirstPass(
@@ -252,17 +265,17 @@ class VideoSegmenter:
         )
 
     def _recomputed_mask_features(
-        self, frames: FrameSource, geometry: InputGeometry, num_frames: int
+        self, source: DetectorSource, geometry: InputGeometry, num_frames: int
     ) -> Iterator[Tensor]:
         """Second pass: VITA's mask features `[t, C, h, w]` per detector chunk."""
         seen = 0
-        for images, _ in self.frames.chunks(frames, self.config.detector_chunk_frames, geometry):
-            seen += images.shape[0]
+        chunk_frames = self.config.detector_chunk_frames
+        for features in source.clip_mask_features(chunk_frames, geometry):
+            seen += features.shape[0]
             if seen > num_frames:
                 break
-            features = self.model.detector.mask_features(images)
-            del images
             yield self.model.vita.project_mask_features(features)
+            del features
         if seen != num_frames:
             raise FrameSourceError(
                 f"the frame source gave {num_frames} frames on the first pass and "

@@ -265,9 +265,15 @@ class FrameDecoder(nn.Module):
     def _predict(self, queries: Tensor, mask_features: Tensor) -> tuple[FramePrediction, Tensor]:
         """queries `[Q, N, C]` -> the prediction and the normed queries `[N, Q, C]`."""
         normed = self.decoder_norm(queries).transpose(0, 1)
+        return self.predict_normed(normed, mask_features), normed
+
+    def predict_normed(self, normed: Tensor, mask_features: Tensor) -> FramePrediction:
+        """The class and mask heads: decoder-normed queries `[N, Q, C]` (the frame queries)
+        and mask_features `[N, D, H, W]` -> class logits `[N, Q, K+1]`, mask logits
+        `[N, Q, H, W]`."""
         mask_embedding = self.mask_embed(normed)  # [N, Q, D]
         mask_logits = torch.einsum("nqd,ndhw->nqhw", mask_embedding, mask_features)
-        return FramePrediction(self.class_embed(normed), mask_logits), normed
+        return FramePrediction(self.class_embed(normed), mask_logits)
 
     def _attention_mask(self, mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
         """mask_logits `[N, Q, H, W]` -> bool `[N*heads, Q, h*w]`, True where blocked.

@@ -91,6 +91,13 @@ class FrameDetector(nn.Module):
         """
         return self.pixel_decoder(self.backbone(images)).clip_mask_features
 
+    def mask_logits(self, frame_queries: Tensor, clip_mask_features: Tensor) -> Tensor:
+        """The last layer's mask logits `[N, Q, h, w]` again, from what VITA keeps of a
+        frame: its frame queries `[N, Q, C]` and clip_mask_features `[N, C, h, w]` (the
+        pixel decoder's `mask_features` conv, then the frame decoder's mask head)."""
+        decoder_features = self.pixel_decoder.mask_features(clip_mask_features)
+        return self.frame_decoder.predict_normed(frame_queries, decoder_features).pred_masks
+
     def forward(self, images: Tensor, pilot: MaskPilot | None = None) -> FrameDetections:
         """images: normalised, padded `[N, 3, H, W]` (see `preprocess`); pilot: ground truth
         for mask-piloted training (`mask_pilot.py`)."""

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from vis_core.storage import join
-from vis_core.tables.schema import TRACKLET_FRAMES, TRACKLETS, VIDEOS
+from vis_core.tables.schema import FRAME_QUERIES, TRACKLET_FRAMES, TRACKLETS, VIDEOS
 
 COMMITS = "_commits"  # the commit log's folder under the output
 STAGING = "_staging"  # data files before their claim, one folder per table under it
@@ -49,7 +49,8 @@ TEMP_PREFIX = ".tmp-"  # a claim being written, before its link (or an old-layou
 PARQUET_SUFFIX = ".parquet"
 WITHDRAWN = "withdrawn"  # the status of a claim that retracts the version before it
 _NEWER_TRIES = 5  # versions followed while a video's commit is replaced during a read
-PUBLISH_ORDER = (TRACKLETS, TRACKLET_FRAMES, VIDEOS)  # a raw reader sees the videos row last
+# A raw reader sees the videos row last.
+PUBLISH_ORDER = (TRACKLETS, TRACKLET_FRAMES, FRAME_QUERIES, VIDEOS)
 
 _CLAIM_NAME = re.compile(r"^(?P<run>.+)-(?P<key>[0-9a-f]{20})\.v(?P<version>[0-9]+)\.json$")
 _DATA_NAME = re.compile(

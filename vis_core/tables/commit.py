@@ -64,7 +64,7 @@ from vis_core.tables.committed_set import CommittedSet
 from vis_core.tables.names import FolderNames, iter_names
 from vis_core.tables.packs import list_packs, read_packs
 from vis_core.tables.rows import VideoRows
-from vis_core.tables.schema import STATUS_FAILED, TABLE_NAMES, VIDEOS
+from vis_core.tables.schema import ROW_GROUP_ROWS, STATUS_FAILED, TABLE_NAMES, VIDEOS
 from vis_core.tables.view import Commit, iter_commits, resolve, resolve_files
 
 __all__ = ["CommitError", "CommitResult", "CommitStatus", "Replace", "TableCommitter", "video_key"]
@@ -146,7 +146,7 @@ class TableCommitter:
             attempt = new_attempt()
             files = {}
             for table in PUBLISH_ORDER:
-                if table == VIDEOS or rows.tables[table].num_rows > 0:
+                if table == VIDEOS or rows.table(table).num_rows > 0:
                     files[table] = data_name(self.run_id, key, attempt)
                     self._write_staged(table, files[table], rows.tables[table])
             version = current.version + 1 if current is not None else 1
@@ -246,7 +246,7 @@ class TableCommitter:
 
     def _write_staged(self, table: str, name: str, data: pa.Table) -> None:
         buffer = io.BytesIO()
-        pq.write_table(data, buffer, compression="zstd")
+        pq.write_table(data, buffer, compression="zstd", row_group_size=ROW_GROUP_ROWS.get(table))
         folder = join(self.root, staged_folder(table))
         self.fs.makedirs(folder, exist_ok=True)
         self.fs.pipe_file(join(folder, name), buffer.getvalue())

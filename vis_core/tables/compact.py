@@ -76,6 +76,7 @@ from vis_core.tables.packs import (
     read_packs,
 )
 from vis_core.tables.read import TablesNotFoundError, table_dataset
+from vis_core.tables.schema import ROW_GROUP_ROWS as TABLE_ROW_GROUP_ROWS
 from vis_core.tables.schema import SCHEMAS, TABLE_NAMES
 from vis_core.tables.view import DATA_FOLDERS, Commit, iter_commits, resolve_files
 
@@ -189,7 +190,7 @@ class _StagedPack:
         self.buffers[table].append(_conform(rows, table))
         self.buffered[table] += rows.num_rows
         self.nbytes[table] += rows.nbytes
-        if self.buffered[table] >= ROW_GROUP_ROWS:
+        if self.buffered[table] >= TABLE_ROW_GROUP_ROWS.get(table, ROW_GROUP_ROWS):
             self._flush(table)
 
     def close(self, table: str) -> bool:
@@ -222,7 +223,8 @@ class _StagedPack:
             writer = pq.ParquetWriter(file, SCHEMAS[table], compression="zstd")
             self.writers[table] = (file, writer)
         rows = pa.concat_tables(self.buffers.pop(table)).combine_chunks()  # one chunk a column
-        self.writers[table][1].write_table(rows, row_group_size=ROW_GROUP_ROWS)
+        group_rows = TABLE_ROW_GROUP_ROWS.get(table, ROW_GROUP_ROWS)
+        self.writers[table][1].write_table(rows, row_group_size=group_rows)
         self.buffered[table] = 0
 
 

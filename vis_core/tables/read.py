@@ -47,7 +47,8 @@ def read_table(
     columns: Sequence[str] | None = None,
     **storage_options: Any,
 ) -> pa.Table:
-    """The committed rows of `table` (`videos`, `tracklets` or `tracklet_frames`).
+    """The committed rows of `table` (`videos`, `tracklets`, `tracklet_frames` or
+    `frame_queries`).
 
     run_id: one run's rows (None: every run's); video_ids: only these videos.
     """

@@ -1,4 +1,5 @@
-"""One video's rows of the three tables, from its `VideoInstances` or its error."""
+"""One video's rows of the tables, from its `VideoInstances` (and, optionally, its
+`frame_queries` rows) or its error."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 from vis_core import masks
 from vis_core.inference.instances import VideoInstances
 from vis_core.tables.schema import (
+    FRAME_QUERIES,
     SCHEMAS,
     STATUS_FAILED,
     STATUS_OK,
@@ -45,9 +47,15 @@ class VideoRecord:
 
 @dataclass(frozen=True)
 class VideoRows:
-    """A video's rows, one `pa.Table` per table name (empty tables for a failed video)."""
+    """A video's rows, one `pa.Table` per table name (empty tables for a failed video; a
+    table missing from `tables` has no rows)."""
 
     tables: dict[str, pa.Table]
+
+    def table(self, name: str) -> pa.Table:
+        """The rows of table `name` (an empty table when it has none)."""
+        rows = self.tables.get(name)
+        return rows if rows is not None else SCHEMAS[name].empty_table()
 
     @property
     def status(self) -> str:
@@ -67,11 +75,13 @@ def ok_rows(
     instances: VideoInstances,
     class_names: Sequence[str],
     timestamps: Sequence[float] | np.ndarray,
+    frame_queries: pa.Table | None = None,
 ) -> VideoRows:
     """The rows of a processed video. Track ids are 0..K-1 in the instances' order;
     instances whose masks are empty in every frame are dropped (no frame would show them).
 
-    timestamps `[T]`: presentation time of each frame in seconds.
+    timestamps `[T]`: presentation time of each frame in seconds; frame_queries: the
+    video's `frame_queries` rows, when the job keeps them.
     """
     if len(timestamps) != instances.num_frames:
         raise ValueError(f"{len(timestamps)} timestamps for {instances.num_frames} frames")
@@ -114,6 +124,9 @@ def ok_rows(
             VIDEOS: _videos_row(record, STATUS_OK, None, count),
             TRACKLETS: pa.Table.from_pydict(tracks, schema=SCHEMAS[TRACKLETS]),
             TRACKLET_FRAMES: pa.Table.from_pydict(frames, schema=SCHEMAS[TRACKLET_FRAMES]),
+            FRAME_QUERIES: (
+                frame_queries if frame_queries is not None else SCHEMAS[FRAME_QUERIES].empty_table()
+            ),
         }
     )
 
@@ -125,6 +138,7 @@ def failed_rows(record: VideoRecord, error: str) -> VideoRows:
             VIDEOS: _videos_row(record, STATUS_FAILED, error, 0),
             TRACKLETS: SCHEMAS[TRACKLETS].empty_table(),
             TRACKLET_FRAMES: SCHEMAS[TRACKLET_FRAMES].empty_table(),
+            FRAME_QUERIES: SCHEMAS[FRAME_QUERIES].empty_table(),
         }
     )
 
