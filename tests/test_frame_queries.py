@@ -103,6 +103,10 @@ def rows(run: tuple[str, CorpusJobSummary], table: str) -> list[dict]:
     )
 
 
+def without_scores(found: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "score"} for row in found]
+
+
 def test_frame_queries_rows_and_dtypes(runs: Runs) -> None:
     output, summary = runs.recorded("float16")
     assert (summary.ok, summary.failed) == (5, 5)
@@ -176,8 +180,12 @@ def test_from_frame_queries_vita_equals_a_direct_run(runs: Runs) -> None:
     assert (summary.videos, summary.ok, summary.failed) == (5, 5, 0)  # the ok videos only
     assert summary.run_id not in {direct[1].run_id, runs.recorded("float32")[1].run_id}
     assert rows(again, "tracklets")  # something to compare
-    for table in ("tracklets", "tracklet_frames"):
-        assert rows(again, table) == rows(direct, table), table  # bit for bit
+    # Bit for bit but the scores: a float32 reduction in a Ray actor may split its work
+    # differently from one run to another (seen once, 1e-8 relative, on a loaded machine).
+    assert without_scores(rows(again, "tracklets")) == without_scores(rows(direct, "tracklets"))
+    scores = [[row["score"] for row in rows(run, "tracklets")] for run in (again, direct)]
+    assert scores[0] == pytest.approx(scores[1], rel=1e-6)
+    assert rows(again, "tracklet_frames") == rows(direct, "tracklet_frames")
     ok_direct = [row for row in rows(direct, "videos") if row["status"] == "ok"]
     assert rows(again, "videos") == ok_direct  # same frames, fps, size, tracklet counts
     uris = read_table(output, "videos", run_id=summary.run_id, columns=["video_id", "uri"])
