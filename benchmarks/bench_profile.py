@@ -1,0 +1,222 @@
+"""Where inference time goes, per module: `VideoSegmenter` on CPU, one torch thread.
+
+For each preset and network input size (360p: 640x360, 720p: 1280x720; the preset's
+`min_size_test` is set to the frames' height so the network sees that size), one video
+of a few synthetic frames goes through `VideoSegmenter.segment` (random weights: speed
+only), with timers on the modules: backbone; pixel decoder, and within it the
+deformable attention layers and their sampling core (`grid_sample` and the weighted sum);
+frame decoder; VITA (its forward over the video and the per-frame projection of the
+mask features); the masks (mask logits, upsampling, scoring, masks at the original size
+and RLE); and the rest (resizing, normalising, padding, Python). Milliseconds per frame,
+the fastest of `ROUNDS` rounds after a warm-up (all modules of a row come from one
+round, so their shares hold while the machine's load moves).
+
+    python -m benchmarks.run profile            # or: python -m benchmarks.bench_profile
+
+`--compare CHOICE` instead times the frame detector alone with each option of one
+inference choice (`CHOICES`: e.g. the deformable attention's sampling path), in
+interleaved rounds in one process, and prints each option's seconds per frame and its
+ratio to the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+import torch
+
+# (preset, size name, height, width, frames per video)
+ROWS = (
+    ("vita_small_synth", "360p", 360, 640, 4),
+    ("vita_small_synth", "720p", 720, 1280, 2),
+    ("vita_r50_ytvis19", "360p", 360, 640, 2),
+    ("vita_r50_ytvis19", "720p", 720, 1280, 1),
+)
+ROUNDS = 2
+COLUMNS = (
+    "backbone",
+    "pixel decoder",
+    "deform attn",
+    "sampling",
+    "frame decoder",
+    "VITA",
+    "masks",
+    "other",
+    "total",
+)
+
+
+_ABSENT = object()
+
+
+class Timers:
+    """Wall seconds by name; `wrap(name, fn)` adds fn's time to name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, name: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return timed
+
+
+@contextlib.contextmanager
+def instrumented(segmenter, timers: Timers) -> Iterator[None]:
+    """Timers on the segmenter's modules for the duration (restored after)."""
+    from vis_core.modeling import ms_deform_attn
+    from vis_core.modeling.ms_deform_attn import MSDeformAttn
+
+    model = segmenter.model
+    detector = model.detector
+    patched: list[tuple[object, str, object]] = []  # (owner, attribute, its own value)
+
+    def patch(owner: object, attribute: str, name: str) -> None:
+        patched.append((owner, attribute, vars(owner).get(attribute, _ABSENT)))
+        setattr(owner, attribute, timers.wrap(name, getattr(owner, attribute)))
+
+    patch(detector.backbone, "forward", "backbone")
+    patch(detector.pixel_decoder, "forward", "pixel decoder")
+    patch(detector.frame_decoder, "forward", "frame decoder")
+    for module in detector.pixel_decoder.modules():
+        if isinstance(module, MSDeformAttn):
+            patch(module, "forward", "deform attn")
+    patch(ms_deform_attn, "ms_deform_attn_core", "sampling")
+    patch(model.vita, "forward", "VITA")
+    patch(model.vita, "project_mask_features", "VITA")
+    patch(segmenter, "_decode_masks", "masks")
+    try:
+        yield
+    finally:
+        for owner, attribute, own in reversed(patched):
+            if own is _ABSENT:
+                delattr(owner, attribute)  # the class's method again
+            else:
+                setattr(owner, attribute, own)
+
+
+def profile_row(preset: str, height: int, width: int, frames: int) -> dict[str, float]:
+    """Milliseconds per frame by module (`COLUMNS`) for one preset and size."""
+    from benchmarks.bench_long_video import moving_box_frames
+    from vis_core.inference.segmenter import VideoSegmenter
+    from vis_core.modeling.presets import get_preset
+    from vis_core.modeling.vita_model import VitaModel
+
+    config = get_preset(preset)
+    config = dataclasses.replace(
+        config, input=dataclasses.replace(config.input, min_size_test=height)
+    )
+    torch.manual_seed(0)
+    segmenter = VideoSegmenter(VitaModel(config))
+    video = list(moving_box_frames(frames, height, width))
+    segmenter.segment(video[:1])  # warm-up
+    best: dict[str, float] | None = None
+    for _ in range(ROUNDS):
+        timers = Timers()
+        with instrumented(segmenter, timers):
+            start = time.perf_counter()
+            segmenter.segment(video)
+            total = time.perf_counter() - start
+        seconds = dict(timers.seconds)
+        seconds["total"] = total
+        top = ("backbone", "pixel decoder", "frame decoder", "VITA", "masks")
+        seconds["other"] = total - sum(seconds.get(name, 0.0) for name in top)
+        if best is None or total < best["total"]:
+            best = seconds
+    assert best is not None
+    return {name: 1000 * best.get(name, 0.0) / frames for name in COLUMNS}
+
+
+# choice -> {option: a context manager factory that sets it}; the first is the reference
+CHOICES: dict[str, dict[str, Callable]] = {}
+
+
+def compare(choice: str, preset: str, height: int, width: int, frames: int, rounds: int) -> None:
+    """The frame detector's seconds per frame under each option of `choice`."""
+    from vis_core.modeling.presets import get_preset
+    from vis_core.modeling.vita_model import VitaModel
+
+    torch.manual_seed(0)
+    model = VitaModel(get_preset(preset)).eval()
+    pixels = torch.randint(0, 256, (frames, height, width, 3), dtype=torch.uint8)
+    images = model.detector.preprocess(pixels)
+    options = CHOICES[choice]
+    times: dict[str, list[float]] = {name: [] for name in options}
+    outputs = {}
+    with torch.inference_mode():
+        for round_index in range(rounds + 1):  # the first round is the warm-up
+            for name, option in options.items():
+                with option():
+                    start = time.perf_counter()
+                    output = model.detector(images)
+                    seconds = time.perf_counter() - start
+                if round_index:
+                    times[name].append(seconds)
+                outputs[name] = output
+    first = next(iter(options))
+    reference = outputs[first]
+    print(f"{preset} {width}x{height}, {frames} frames, {rounds} rounds, 1 thread: {choice}")
+    for name, values in times.items():
+        median = sorted(values)[len(values) // 2] / frames
+        base = sorted(times[first])[len(times[first]) // 2] / frames
+        difference = max(
+            float((getattr(outputs[name], key) - getattr(reference, key)).abs().max())
+            for key in ("pred_logits", "frame_queries", "clip_mask_features")
+        )
+        print(
+            f"  {name:<14} {median:8.3f} s/frame  {base / median:5.2f}x  "
+            f"max |difference| {difference:.1e}  (rounds: "
+            + ", ".join(f"{value / frames:.2f}" for value in values)
+            + ")"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", choices=sorted(CHOICES))
+    parser.add_argument("--preset", default="vita_r50_ytvis19")
+    parser.add_argument("--size", default="360p", choices=("360p", "720p"))
+    parser.add_argument("--frames", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.compare is None:
+        run()
+        return
+    height, width = (360, 640) if args.size == "360p" else (720, 1280)
+    torch.set_num_threads(1)
+    compare(args.compare, args.preset, height, width, args.frames, args.rounds)
+
+
+def run() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = [
+            (preset, size, frames, profile_row(preset, height, width, frames))
+            for preset, size, height, width, frames in ROWS
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    print("ms per frame, CPU, fp32, 1 thread; deform attn and sampling lie within pixel decoder")
+    print(f"{'preset':<17} {'input':>5} {'frames':>6} " + " ".join(f"{c:>13}" for c in COLUMNS))
+    for preset, size, frames, row in rows:
+        cells = " ".join(f"{row[name]:>13.1f}" for name in COLUMNS)
+        print(f"{preset:<17} {size:>5} {frames:>6} {cells}")
+    print("shares of total:")
+    for preset, size, _, row in rows:
+        shares = ", ".join(f"{name} {100 * row[name] / row['total']:.0f}%" for name in COLUMNS[:-1])
+        print(f"  {preset} {size}: {shares}")
+
+
+if __name__ == "__main__":
+    main()
