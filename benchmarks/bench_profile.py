@@ -137,8 +137,25 @@ def profile_row(preset: str, height: int, width: int, frames: int) -> dict[str, 
     return {name: 1000 * best.get(name, 0.0) / frames for name in COLUMNS}
 
 
+@contextlib.contextmanager
+def _sampling(path: str) -> Iterator[None]:
+    from vis_core.modeling import ms_deform_attn
+
+    before = ms_deform_attn.SAMPLING
+    ms_deform_attn.SAMPLING = path
+    try:
+        yield
+    finally:
+        ms_deform_attn.SAMPLING = before
+
+
 # choice -> {option: a context manager factory that sets it}; the first is the reference
-CHOICES: dict[str, dict[str, Callable]] = {}
+CHOICES: dict[str, dict[str, Callable]] = {
+    "sampling": {
+        "grid_sample": lambda: _sampling("grid_sample"),
+        "bag": lambda: _sampling("bag"),
+    },
+}
 
 
 def compare(choice: str, preset: str, height: int, width: int, frames: int, rounds: int) -> None:
