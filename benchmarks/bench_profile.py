@@ -149,51 +149,103 @@ def _sampling(path: str) -> Iterator[None]:
         ms_deform_attn.SAMPLING = before
 
 
+@contextlib.contextmanager
+def _fused_attention(fused: bool) -> Iterator[None]:
+    from vis_core.modeling import layers
+
+    before = layers.FUSED_ATTENTION
+    layers.FUSED_ATTENTION = fused
+    try:
+        yield
+    finally:
+        layers.FUSED_ATTENTION = before
+
+
 # choice -> {option: a context manager factory that sets it}; the first is the reference
 CHOICES: dict[str, dict[str, Callable]] = {
     "sampling": {
         "grid_sample": lambda: _sampling("grid_sample"),
         "bag": lambda: _sampling("bag"),
     },
+    "attention": {
+        "explicit": lambda: _fused_attention(False),
+        "sdpa": lambda: _fused_attention(True),
+    },
 }
 
 
-def compare(choice: str, preset: str, height: int, width: int, frames: int, rounds: int) -> None:
-    """The frame detector's seconds per frame under each option of `choice`."""
+PARTS = ("detector", "frame_decoder", "vita")
+VITA_FRAMES = 36  # a YouTube-VIS length
+
+
+def _part_call(model, part: str, images: torch.Tensor) -> Callable[[], object]:
+    """What `compare` times: the detector on the frames, its frame decoder alone on
+    their (precomputed) pixel-decoder maps, or VITA on `VITA_FRAMES` frames of queries."""
+    detector = model.detector
+    if part == "detector":
+        return lambda: detector(images)
+    pixels = detector.pixel_decoder(detector.backbone(images))
+    attended = detector._attended(pixels)
+    if part == "frame_decoder":
+        return lambda: detector.frame_decoder(attended, pixels.mask_features)
+    queries = detector.frame_decoder(attended, pixels.mask_features).frame_queries[-1]
+    repeat = -(-VITA_FRAMES // queries.shape[0])
+    video = queries.repeat(repeat, 1, 1)[:VITA_FRAMES][None, None]  # [1, 1, T, Q, C]
+    return lambda: model.vita(video)
+
+
+def _outputs(output: object) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    fields = ("pred_logits", "frame_queries", "clip_mask_features", "pred_masks")
+    fields += ("pred_mask_embed",)
+    return [getattr(output, name) for name in fields if hasattr(output, name)]
+
+
+def compare(
+    choice: str, preset: str, height: int, width: int, frames: int, rounds: int, part: str
+) -> None:
+    """CPU seconds per frame of `part` under each option of `choice`, interleaved rounds.
+
+    CPU time of this process (one torch thread) rather than wall time: on a machine that
+    other jobs load, the wall time of the same call moved by 3x between rounds."""
     from vis_core.modeling.presets import get_preset
     from vis_core.modeling.vita_model import VitaModel
 
     torch.manual_seed(0)
     model = VitaModel(get_preset(preset)).eval()
     pixels = torch.randint(0, 256, (frames, height, width, 3), dtype=torch.uint8)
-    images = model.detector.preprocess(pixels)
     options = CHOICES[choice]
     times: dict[str, list[float]] = {name: [] for name in options}
     outputs = {}
     with torch.inference_mode():
+        call = _part_call(model, part, model.detector.preprocess(pixels))
         for round_index in range(rounds + 1):  # the first round is the warm-up
             for name, option in options.items():
                 with option():
-                    start = time.perf_counter()
-                    output = model.detector(images)
-                    seconds = time.perf_counter() - start
+                    start = time.process_time()
+                    output = call()
+                    seconds = time.process_time() - start
                 if round_index:
                     times[name].append(seconds)
-                outputs[name] = output
+                outputs[name] = _outputs(output)
     first = next(iter(options))
-    reference = outputs[first]
-    print(f"{preset} {width}x{height}, {frames} frames, {rounds} rounds, 1 thread: {choice}")
+    per = VITA_FRAMES if part == "vita" else frames
+    base = sorted(times[first])[len(times[first]) // 2] / per
+    print(
+        f"{preset} {width}x{height}, {part}, {frames} frames, {rounds} rounds, 1 thread, "
+        f"CPU seconds per frame: {choice}"
+    )
     for name, values in times.items():
-        median = sorted(values)[len(values) // 2] / frames
-        base = sorted(times[first])[len(times[first]) // 2] / frames
+        median = sorted(values)[len(values) // 2] / per
         difference = max(
-            float((getattr(outputs[name], key) - getattr(reference, key)).abs().max())
-            for key in ("pred_logits", "frame_queries", "clip_mask_features")
+            float((actual.float() - expected.float()).abs().max())
+            for actual, expected in zip(outputs[name], outputs[first], strict=True)
         )
         print(
-            f"  {name:<14} {median:8.3f} s/frame  {base / median:5.2f}x  "
+            f"  {name:<14} {median:8.4f} s/frame  {base / median:5.2f}x  "
             f"max |difference| {difference:.1e}  (rounds: "
-            + ", ".join(f"{value / frames:.2f}" for value in values)
+            + ", ".join(f"{value / per:.4f}" for value in values)
             + ")"
         )
 
@@ -205,13 +257,14 @@ def main() -> None:
     parser.add_argument("--size", default="360p", choices=("360p", "720p"))
     parser.add_argument("--frames", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--part", default="detector", choices=PARTS)
     args = parser.parse_args()
     if args.compare is None:
         run()
         return
     height, width = (360, 640) if args.size == "360p" else (720, 1280)
     torch.set_num_threads(1)
-    compare(args.compare, args.preset, height, width, args.frames, args.rounds)
+    compare(args.compare, args.preset, height, width, args.frames, args.rounds, args.part)
 
 
 def run() -> None:
