@@ -161,20 +161,33 @@ def _fused_attention(fused: bool) -> Iterator[None]:
         layers.FUSED_ATTENTION = before
 
 
-# choice -> {option: a context manager factory that sets it}; the first is the reference
+@contextlib.contextmanager
+def _memory_format(model, memory_format: torch.memory_format) -> Iterator[None]:
+    model.detector.to(memory_format=memory_format)
+    try:
+        yield
+    finally:
+        model.detector.to(memory_format=torch.contiguous_format)
+
+
+# choice -> {option: model -> a context manager that sets it}; the first is the reference
 CHOICES: dict[str, dict[str, Callable]] = {
     "sampling": {
-        "grid_sample": lambda: _sampling("grid_sample"),
-        "bag": lambda: _sampling("bag"),
+        "grid_sample": lambda model: _sampling("grid_sample"),
+        "bag": lambda model: _sampling("bag"),
     },
     "attention": {
-        "explicit": lambda: _fused_attention(False),
-        "sdpa": lambda: _fused_attention(True),
+        "explicit": lambda model: _fused_attention(False),
+        "sdpa": lambda model: _fused_attention(True),
+    },
+    "channels_last": {
+        "contiguous": lambda model: _memory_format(model, torch.contiguous_format),
+        "channels_last": lambda model: _memory_format(model, torch.channels_last),
     },
 }
 
 
-PARTS = ("detector", "frame_decoder", "vita")
+PARTS = ("detector", "backbone", "frame_decoder", "vita")
 VITA_FRAMES = 36  # a YouTube-VIS length
 
 
@@ -184,6 +197,8 @@ def _part_call(model, part: str, images: torch.Tensor) -> Callable[[], object]:
     detector = model.detector
     if part == "detector":
         return lambda: detector(images)
+    if part == "backbone":
+        return lambda: detector.backbone(images).res5
     pixels = detector.pixel_decoder(detector.backbone(images))
     attended = detector._attended(pixels)
     if part == "frame_decoder":
@@ -222,7 +237,7 @@ def compare(
         call = _part_call(model, part, model.detector.preprocess(pixels))
         for round_index in range(rounds + 1):  # the first round is the warm-up
             for name, option in options.items():
-                with option():
+                with option(model):
                     start = time.process_time()
                     output = call()
                     seconds = time.process_time() - start
