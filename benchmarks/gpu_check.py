@@ -35,7 +35,9 @@ short budgets (tests/test_gpu_check.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import platform
@@ -180,6 +182,18 @@ def _median_seconds(fn: Callable[[], object], device, calls: int, until: float) 
     return sorted(times)[len(times) // 2]
 
 
+@contextlib.contextmanager
+def _setting(module_name: str, name: str, value: Any) -> Iterator[None]:
+    """A module-level setting of the model's code changed for the duration."""
+    module = importlib.import_module(module_name)
+    before = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, before)
+
+
 def moving_box_frames(count: int, height: int, width: int) -> Iterator[np.ndarray]:
     """`count` RGB frames `[H, W, 3]` uint8, made one at a time (a box over a gradient)."""
     from benchmarks.bench_long_video import moving_box_frames as frames
@@ -245,6 +259,15 @@ def part_model(plan: Plan, report: PartReport, deadline: float) -> None:
         model.detector.to(memory_format=torch.channels_last)
         measure("eager_channels_last", model.detector, best_batch, True)
         model.detector.to(memory_format=torch.contiguous_format)
+    for variant, module, name, value in (
+        ("eager_grid_sample", "ms_deform_attn", "SAMPLING", "grid_sample"),
+        ("eager_explicit_attention", "layers", "FUSED_ATTENTION", False),
+    ):
+        # The CPU's choices (README "Inference speed on the CPU"), measured on the device.
+        if time.perf_counter() < deadline:
+            report.update(in_progress=variant)
+            with _setting(f"vis_core.modeling.{module}", name, value):
+                measure(variant, model.detector, best_batch, False)
     if device.type == "cuda" and time.perf_counter() < deadline:
         report.update(in_progress="cudnn_benchmark")
         torch.backends.cudnn.benchmark = True
