@@ -27,6 +27,20 @@ from torch.nn import functional as F
 SAMPLING = "bag"  # or "grid_sample" (module docstring)
 
 
+def device_constant(
+    rows: Sequence[Sequence[float]], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """A small table `[len(rows), len(row)]` made on `device` by fills: `torch.tensor(...,
+    device=cuda)` copies from the host and waits for the device's queue to drain, every
+    layer of every call."""
+    return torch.stack(
+        [
+            torch.stack([torch.full((), value, dtype=dtype, device=device) for value in row])
+            for row in rows
+        ]
+    )
+
+
 def ms_deform_attn_core(
     value: Tensor,
     spatial_shapes: Sequence[tuple[int, int]],
@@ -99,7 +113,7 @@ def ms_deform_attn_core_bag(
     locations = sampling_locations.float().reshape(bags, num_levels * points, 2)
 
     def per_point(values: Sequence[float]) -> Tensor:  # one value per level -> [L*P]
-        return torch.tensor(values, device=device).repeat_interleave(points)
+        return torch.cat([torch.full((points,), value, device=device) for value in values])
 
     widths = per_point([float(w) for _, w in spatial_shapes])
     heights = per_point([float(h) for h, _ in spatial_shapes])
@@ -260,10 +274,8 @@ class MSDeformAttn(nn.Module):
         )
         weights = weights.softmax(-1).view(batch, num_queries, self.heads, self.levels, self.points)
         # Pixel offsets to map fractions: divide by (W_l, H_l) of each level.
-        level_sizes = torch.tensor(
-            [(width, height) for height, width in spatial_shapes],
-            dtype=offsets.dtype,
-            device=offsets.device,
+        level_sizes = device_constant(
+            [(width, height) for height, width in spatial_shapes], offsets.dtype, offsets.device
         )  # [L, 2]
         locations = (
             reference_points[:, :, None, :, None, :]
