@@ -180,6 +180,10 @@ CHOICES: dict[str, dict[str, Callable]] = {
         "explicit": lambda model: _fused_attention(False),
         "sdpa": lambda model: _fused_attention(True),
     },
+    "dtype": {
+        "float32": lambda model: contextlib.nullcontext(),
+        "bfloat16": lambda model: torch.autocast("cpu", dtype=torch.bfloat16),
+    },
     "channels_last": {
         "contiguous": lambda model: _memory_format(model, torch.contiguous_format),
         "channels_last": lambda model: _memory_format(model, torch.channels_last),
@@ -265,6 +269,82 @@ def compare(
         )
 
 
+def compile_speed(
+    preset: str,
+    height: int,
+    width: int,
+    frames: int,
+    rounds: int,
+    freezing: bool = False,
+    bf16: bool = False,
+) -> None:
+    """The frame detector eager against torch.compile (inductor, default mode, static
+    shapes; `freezing`: inductor's freezing, which folds the weights in as constants and
+    prepacks them for oneDNN): the compile's warm-up (its first call), then interleaved
+    rounds; wall and CPU seconds per frame, and the largest difference of their outputs.
+    `bf16`: both under bfloat16 autocast, plus eager float32 as the reference."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = freezing
+    from vis_core.modeling.presets import get_preset
+    from vis_core.modeling.vita_model import VitaModel
+
+    torch.manual_seed(0)
+    model = VitaModel(get_preset(preset)).eval()
+    pixels = torch.randint(0, 256, (frames, height, width, 3), dtype=torch.uint8)
+    images = model.detector.preprocess(pixels)
+    compiled = torch.compile(model.detector, dynamic=False)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode():
+        with autocast:
+            start, cpu = time.perf_counter(), time.process_time()
+            compiled_output = compiled(images)
+            warmup = time.perf_counter() - start, time.process_time() - cpu
+            eager_output = model.detector(images)
+
+        def under_autocast(call: Callable[[], object]) -> Callable[[], object]:
+            def run_it() -> object:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    return call()
+
+            return run_it
+
+        runs = {
+            "eager": under_autocast(lambda: model.detector(images)),
+            "compiled": under_autocast(lambda: compiled(images)),
+        }
+        if bf16:
+            runs["eager_fp32"] = lambda: model.detector(images)
+        wall: dict[str, list[float]] = {name: [] for name in runs}
+        cpu_s: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, call in runs.items():
+                start, cpu = time.perf_counter(), time.process_time()
+                call()
+                wall[name].append((time.perf_counter() - start) / frames)
+                cpu_s[name].append((time.process_time() - cpu) / frames)
+    difference = {
+        name: float((getattr(compiled_output, name) - getattr(eager_output, name)).abs().max())
+        for name in ("pred_logits", "frame_queries", "clip_mask_features")
+    }
+    print(
+        f"{preset} {width}x{height}, {frames} frames, {rounds} rounds, 1 thread: compile "
+        f"{'with freezing ' if freezing else ''}{'under bf16 autocast ' if bf16 else ''}"
+        f"warm-up {warmup[0]:.0f} s wall ({warmup[1]:.0f} s CPU)"
+    )
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    for name in runs:
+        wall_s, cpu_seconds = median(wall[name]), median(cpu_s[name])
+        print(
+            f"  {name:<9} wall {wall_s:7.3f} s/frame ({median(wall['eager']) / wall_s:.2f}x)  "
+            f"CPU {cpu_seconds:7.3f} s/frame ({median(cpu_s['eager']) / cpu_seconds:.2f}x)"
+        )
+    print("  max |compiled - eager|:", ", ".join(f"{k} {v:.1e}" for k, v in difference.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", choices=sorted(CHOICES))
@@ -273,12 +353,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--part", default="detector", choices=PARTS)
+    parser.add_argument("--compile", action="store_true", help="eager against torch.compile")
+    parser.add_argument("--freezing", action="store_true", help="--compile with freezing")
+    parser.add_argument("--bf16", action="store_true", help="--compile under bf16 autocast")
     args = parser.parse_args()
-    if args.compare is None:
+    if args.compare is None and not args.compile:
         run()
         return
     height, width = (360, 640) if args.size == "360p" else (720, 1280)
     torch.set_num_threads(1)
+    if args.compile:
+        compile_speed(
+            args.preset, height, width, args.frames, args.rounds, args.freezing, args.bf16
+        )
+        return
     compare(args.compare, args.preset, height, width, args.frames, args.rounds, args.part)
 
 
