@@ -170,6 +170,18 @@ def _memory_format(model, memory_format: torch.memory_format) -> Iterator[None]:
         model.detector.to(memory_format=torch.contiguous_format)
 
 
+@contextlib.contextmanager
+def _fused_norm(fused: bool) -> Iterator[None]:
+    from vis_core.modeling import conv
+
+    before = conv.FUSED_NORM
+    conv.FUSED_NORM = fused
+    try:
+        yield
+    finally:
+        conv.FUSED_NORM = before
+
+
 # choice -> {option: model -> a context manager that sets it}; the first is the reference
 CHOICES: dict[str, dict[str, Callable]] = {
     "sampling": {
@@ -179,6 +191,10 @@ CHOICES: dict[str, dict[str, Callable]] = {
     "attention": {
         "explicit": lambda model: _fused_attention(False),
         "sdpa": lambda model: _fused_attention(True),
+    },
+    "frozen_bn": {
+        "mul_add": lambda model: _fused_norm(False),
+        "addcmul": lambda model: _fused_norm(True),
     },
     "dtype": {
         "float32": lambda model: contextlib.nullcontext(),
