@@ -361,6 +361,30 @@ def compile_speed(
     print("  max |compiled - eager|:", ", ".join(f"{k} {v:.1e}" for k, v in difference.items()))
 
 
+def batch_speed(preset: str, height: int, width: int, batches: list[int], rounds: int) -> None:
+    """CPU seconds per frame of the frame detector by frames per call, interleaved rounds."""
+    from vis_core.modeling.presets import get_preset
+    from vis_core.modeling.vita_model import VitaModel
+
+    torch.manual_seed(0)
+    model = VitaModel(get_preset(preset)).eval()
+    pixels = torch.randint(0, 256, (max(batches), height, width, 3), dtype=torch.uint8)
+    images = model.detector.preprocess(pixels)
+    times: dict[int, list[float]] = {batch: [] for batch in batches}
+    with torch.inference_mode():
+        for round_index in range(rounds + 1):  # the first round is the warm-up
+            for batch in batches:
+                start = time.process_time()
+                model.detector(images[:batch])
+                if round_index:
+                    times[batch].append((time.process_time() - start) / batch)
+    print(f"{preset} {width}x{height}, {rounds} rounds, 1 thread, CPU s/frame by frames per call")
+    base = sorted(times[batches[0]])[rounds // 2]
+    for batch, values in times.items():
+        median = sorted(values)[rounds // 2]
+        print(f"  {batch:>3} frames: {median:8.4f} s/frame ({base / median:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", choices=sorted(CHOICES))
@@ -370,14 +394,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--part", default="detector", choices=PARTS)
     parser.add_argument("--compile", action="store_true", help="eager against torch.compile")
+    parser.add_argument("--batches", type=int, nargs="*", help="frames per detector call")
     parser.add_argument("--freezing", action="store_true", help="--compile with freezing")
     parser.add_argument("--bf16", action="store_true", help="--compile under bf16 autocast")
     args = parser.parse_args()
-    if args.compare is None and not args.compile:
+    if args.compare is None and not args.compile and not args.batches:
         run()
         return
     height, width = (360, 640) if args.size == "360p" else (720, 1280)
     torch.set_num_threads(1)
+    if args.batches:
+        batch_speed(args.preset, height, width, args.batches, args.rounds)
+        return
     if args.compile:
         compile_speed(
             args.preset, height, width, args.frames, args.rounds, args.freezing, args.bf16
