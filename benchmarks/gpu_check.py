@@ -268,7 +268,7 @@ def part_model(plan: Plan, report: PartReport, deadline: float) -> None:
         ("eager_grid_sample", "ms_deform_attn", "SAMPLING", "grid_sample"),
         ("eager_explicit_attention", "layers", "FUSED_ATTENTION", False),
     ):
-        # The CPU's choices (README "Inference speed on the CPU"), measured on the device.
+        # The CPU's choices (README "Inference changes on the CPU"), on the device.
         if time.perf_counter() < deadline:
             report.update(in_progress=variant)
             with _setting(f"vis_core.modeling.{module}", name, value):
@@ -479,7 +479,7 @@ class _Replay:
             full = self.forward(images, *args, **kwargs)
             self.detections = dataclasses.replace(
                 full,
-                pred_masks=full.pred_masks[:, :0],
+                pred_masks=full.pred_masks[:, :0].clone(),  # not a view: frees the masks
                 aux_outputs=(),
                 frame_queries=full.frame_queries[-1:],
                 attended_maps=(),
