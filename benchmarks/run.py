@@ -26,6 +26,7 @@ TOPICS = (
     "masks",
     "methods",
     "feed",
+    "profile",
 )
 
 

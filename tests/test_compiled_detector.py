@@ -42,3 +42,32 @@ def test_compiled_detector_equals_eager():
     }
     print("max |compiled - eager|:", {k: f"{v:.1e}" for k, v in errors.items()})
     assert all(errors[name] <= TOLERANCE[name] for name in TOLERANCE), errors
+
+
+@pytest.mark.slow
+def test_compiled_deformable_attention_equals_eager():
+    """The deformable attention's default sampling path (`embedding_bag`) under
+    torch.compile gives the eager outputs (R-50's widths, three small levels)."""
+    from vis_core.modeling import ms_deform_attn
+    from vis_core.modeling.ms_deform_attn import MSDeformAttn
+
+    assert ms_deform_attn.SAMPLING == "bag"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        attention = MSDeformAttn(dim=256, levels=3, heads=8, points=4).eval()
+        with torch.no_grad():  # offsets that reach past the maps' borders too
+            attention.sampling_offsets.weight.normal_(0.0, 0.5)
+            attention.attention_weights.weight.normal_(0.0, 0.1)
+        shapes, starts = [(12, 20), (6, 10), (3, 5)], [0, 240, 300]
+        value = torch.randn(2, 315, 256)
+        query = torch.randn(2, 315, 256)
+        reference = torch.rand(2, 315, 3, 2)
+        compiled = torch.compile(attention)
+        with torch.inference_mode():
+            expected = attention(query, reference, value, shapes, starts)
+            actual = compiled(query, reference, value, shapes, starts)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)

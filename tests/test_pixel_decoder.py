@@ -12,7 +12,12 @@ import torch
 from vis_core.modeling.backbone import BackboneFeatures, ResNet
 from vis_core.modeling.checkpoint import strip_prefix
 from vis_core.modeling.config import PixelDecoderConfig
-from vis_core.modeling.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
+from vis_core.modeling.ms_deform_attn import (
+    MSDeformAttn,
+    ms_deform_attn_core,
+    ms_deform_attn_core_bag,
+    ms_deform_attn_core_grid_sample,
+)
 from vis_core.modeling.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderOutput
 from vis_core.modeling.presets import vita_r50_ytvis19, vita_small_synth
 
@@ -122,7 +127,8 @@ def _naive_deform_attn(value, spatial_shapes, starts, locations, weights):
     return output.flatten(2).float()
 
 
-def test_grid_sample_core_equals_a_naive_bilinear_reference():
+@pytest.mark.parametrize("core", [ms_deform_attn_core_grid_sample, ms_deform_attn_core_bag])
+def test_sampling_cores_equal_a_naive_bilinear_reference(core):
     generator = torch.Generator().manual_seed(7)
     spatial_shapes, starts = [(3, 4), (2, 5)], [0, 12]
     batch, queries, heads, head_dim, points = 2, 3, 2, 3, 2
@@ -130,11 +136,30 @@ def test_grid_sample_core_equals_a_naive_bilinear_reference():
     # Some points fall outside [0, 1], some straddle the border, most are inside.
     locations = torch.rand(batch, queries, heads, 2, points, 2, generator=generator) * 1.6 - 0.3
     weights = torch.rand(batch, queries, heads, 2, points, generator=generator)
-    actual = ms_deform_attn_core(value, spatial_shapes, starts, locations, weights)
+    actual = core(value, spatial_shapes, starts, locations, weights)
     expected = _naive_deform_attn(value, spatial_shapes, starts, locations, weights)
     assert actual.shape == (batch, queries, heads * head_dim)
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
     assert ((locations < 0) | (locations > 1)).any()
+
+
+def test_bag_core_equals_grid_sample_in_values_and_gradients():
+    """The default path (`embedding_bag`) against the reference (`grid_sample`) at the R-50
+    pixel decoder's level sizes for a 128x160 input, gradients included (training)."""
+    generator = torch.Generator().manual_seed(3)
+    spatial_shapes, starts = [(16, 20), (8, 10), (4, 5)], [0, 320, 400]
+    value = torch.randn(2, 420, 8, 32, generator=generator, requires_grad=True)
+    locations = torch.rand(2, 420, 8, 3, 4, 2, generator=generator) * 1.4 - 0.2
+    locations.requires_grad_(True)
+    weights = torch.rand(2, 420, 8, 3, 4, generator=generator).softmax(-1).requires_grad_(True)
+    results = []
+    for core in (ms_deform_attn_core_grid_sample, ms_deform_attn_core_bag):
+        output = core(value, spatial_shapes, starts, locations, weights)
+        results.append(
+            (output, *torch.autograd.grad(output.square().sum(), (value, locations, weights)))
+        )
+    for expected, actual in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_core_rejects_mismatched_levels():

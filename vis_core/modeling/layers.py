@@ -7,6 +7,11 @@ them key for key. `nn.MultiheadAttention` is sequence-first: tensors are `[L, N,
 
 Post-norm (the official default): `x = norm(x + sublayer(x))`. Pre-norm:
 `x = x + sublayer(norm(x))`.
+
+The attention layers never ask `nn.MultiheadAttention` for its attention weights (the
+official layers drop them too), so it runs fused `scaled_dot_product_attention` instead
+of its explicit softmax(QK^T)V, which also averages the weights over heads for nothing
+(`FUSED_ATTENTION`; the same outputs to rounding).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+FUSED_ATTENTION = True  # False: the explicit path that also returns the weights
 
 
 def with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
@@ -48,9 +55,14 @@ class SelfAttentionLayer(nn.Module):
         """x, pos: `[L, N, C]`; attn_mask: `[L, L]` or `[N*heads, L, L]`; padding: `[N, L]`."""
         h = self.norm(x) if self.pre_norm else x
         q = k = with_pos(h, pos)
-        out = self.self_attn(q, k, value=h, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[
-            0
-        ]
+        out = self.self_attn(
+            q,
+            k,
+            value=h,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            need_weights=not FUSED_ATTENTION,
+        )[0]
         x = x + self.dropout(out)
         return x if self.pre_norm else self.norm(x)
 
@@ -83,6 +95,7 @@ class CrossAttentionLayer(nn.Module):
             value=memory,
             attn_mask=attn_mask,
             key_padding_mask=key_padding_mask,
+            need_weights=not FUSED_ATTENTION,
         )[0]
         x = x + self.dropout(out)
         return x if self.pre_norm else self.norm(x)
