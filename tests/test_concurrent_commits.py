@@ -356,9 +356,6 @@ def test_retrying_a_failed_video_replaces_it_once_and_never_an_ok_one(tmp_path):
     assert raw_rows(out, VIDEOS) == 1
 
 
-# Failed once under heavy load (a reader found a file gone mid-read): kept out of the default
-# run until the reader's retry on a vanished file is fixed (issue 16 note).
-@pytest.mark.slow
 def test_readers_see_one_whole_commit_while_another_replaces_it(tmp_path):
     out = tmp_path / "out"
     writer = TableCommitter(str(out), RUN)

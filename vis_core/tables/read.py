@@ -11,6 +11,7 @@ replaced commit's, a stale pack member's or a racing writer's.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -35,7 +36,11 @@ class VideoRowError(ValueError):
 
 
 _NAMES_SHOWN = 5  # video ids or runs quoted when the one asked for is not there
-_READ_TRIES = 5  # a file renamed or replaced by a commit during a read: list again
+# A file renamed or replaced by a commit during a read: list again, after a pause that
+# grows, so that a reader racing a writer that replaces commits back to back (seen under
+# heavy load: five immediate tries all lost) still gets its turn.
+_READ_TRIES = 10
+_READ_BACKOFF_S = 0.01  # doubled at each try, at most 1 s
 
 
 def read_table(
@@ -109,6 +114,7 @@ class CommittedTables:
                 # Published (renamed), replaced or packed since the listing: list again.
                 if attempt == _READ_TRIES - 1:
                     raise
+                time.sleep(min(1.0, _READ_BACKOFF_S * 2**attempt))
                 self.refresh()
         raise AssertionError("unreachable")
 
