@@ -61,6 +61,10 @@ class ProcessOptions:
     frame_queries: str | None = None
     detector: str = ""
 
+    def record(self, video_id: str, uri: str) -> VideoRecord:
+        """The `videos` record of a video processed with these options (before its results)."""
+        return VideoRecord(video_id, uri, self.model, self.run_id, method=self.method)
+
 
 def process_video(
     video: CorpusVideo, segmenter: Segmenter, options: ProcessOptions, class_names: Sequence[str]
@@ -69,13 +73,7 @@ def process_video(
     the model's), or `failed` with a clear error for a video that cannot be decoded or
     segmented, or runs over its time limit (nothing of it is kept then)."""
     started = time.perf_counter()
-    record = VideoRecord(
-        video_id=video.video_id,
-        uri=video.uri,
-        model=options.model,
-        run_id=options.run_id,
-        method=options.method,
-    )
+    record = options.record(video.video_id, video.uri)
     decoded = _DecodeLog(video.uri, options, options.time_limit.start())
     recorder = None
     try:

@@ -84,13 +84,7 @@ def process_stored_video(
     """The rows of `video` under `segmenter` (a `SourceSegmenter` holding `model` and
     `device`), `failed` with a clear error when its frame queries cannot be read."""
     started = time.perf_counter()
-    record = VideoRecord(
-        video_id=video.video_id,
-        uri=video.uri,
-        model=options.model,
-        run_id=options.run_id,
-        method=options.method,
-    )
+    record = options.record(video.video_id, video.uri)
     try:
         fs, _ = open_fs(video.source_uri)
         try:

@@ -16,7 +16,7 @@ from vis_core.corpus.listing import CorpusVideo
 from vis_core.corpus.process import ProcessOptions
 from vis_core.corpus.stage_seconds import StageSeconds
 from vis_core.inference.mask_chunks import EncodedMaskChunk, assemble_instances
-from vis_core.tables.rows import VideoRecord, VideoRows, failed_rows, ok_rows
+from vis_core.tables.rows import VideoRows, failed_rows, ok_rows
 
 
 def staged_rows(
@@ -35,13 +35,7 @@ def staged_rows(
     elapsed_s: wall seconds since the video was started; failure: the error of a video the
     driver gave up on (its rows are then `failed` whatever the reports say).
     """
-    record = VideoRecord(
-        video_id=video.video_id,
-        uri=video.uri,
-        model=options.model,
-        run_id=options.run_id,
-        method=options.method,
-    )
+    record = options.record(video.video_id, video.uri)
     first = reports[0] if reports else None
     seconds = sum((report.seconds for report in reports), StageSeconds())
     encoded = [chunk for chunk in chunks if chunk is not None]
