@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vis_core.corpus.frame_queries import StoredVideo, check_dtype
 from vis_core.corpus.listing import CorpusNotFoundError, CorpusVideo, iter_corpus
@@ -60,12 +60,17 @@ from vis_core.methods import build_segmenter
 from vis_core.modeling.model_file import model_from_bytes, read_model_bytes
 from vis_core.storage import STORAGE_ERRORS, storage_error
 from vis_core.tables.commit import CommitResult, Replace, TableCommitter
-from vis_core.tables.rows import VideoRecord, failed_rows
+from vis_core.tables.rows import failed_rows
 from vis_core.tables.schema import STATUS_OK
 from vis_core.video.decode import DecodeLimits
 from workflows.progress import JobProgress
 from workflows.ray_cluster import ensure_ray
 from workflows.staged_options import PIPELINES, DeviceStandIn, StagedOptions
+
+if TYPE_CHECKING:
+    import torch
+
+    from vis_core.modeling.vita_model import VitaModel
 
 logger = logging.getLogger(__name__)
 
@@ -398,6 +403,27 @@ def _elsewhere(result: CommitResult, job_id: str) -> bool:
     return not result.won and result.claim.job != job_id
 
 
+def actor_model(
+    model_bytes: bytes,
+    options: ProcessOptions,
+    use_gpu: bool,
+    threads: int,
+    onnx_bytes: bytes | None = None,
+) -> tuple[VitaModel, torch.device, torch.dtype]:
+    """(model, device, dtype) of a model actor: its torch threads set, the model on the GPU
+    in bf16 or on the CPU in fp32, its detector run by ONNX Runtime when `onnx_bytes` (the
+    graph) is given."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    device = torch.device("cuda" if use_gpu else "cpu")
+    dtype = torch.bfloat16 if use_gpu else torch.float32
+    model = model_from_bytes(model_bytes, options.model, device)
+    if onnx_bytes is not None:
+        model = apply_detector_backend(model, DetectorBackend("onnx"), onnx_bytes)
+    return model, device, dtype
+
+
 class SegmentWorker:
     """A Ray actor holding the model: `process(video)` segments and commits one video."""
 
@@ -415,14 +441,7 @@ class SegmentWorker:
     ):
         import os
 
-        import torch
-
-        torch.set_num_threads(max(1, threads))
-        device = torch.device("cuda" if use_gpu else "cpu")
-        dtype = torch.bfloat16 if use_gpu else torch.float32
-        model = model_from_bytes(model_bytes, options.model, device)
-        if onnx_bytes is not None:  # the detector's ONNX graph, run by ONNX Runtime
-            model = apply_detector_backend(model, DetectorBackend("onnx"), onnx_bytes)
+        model, device, dtype = actor_model(model_bytes, options, use_gpu, threads, onnx_bytes)
         self.segmenter = build_segmenter(options.method, model, device=device, dtype=dtype)
         if standin is not None:  # the staged job's stand-in, run serially here
             from vis_core.inference.program_segmenter import ProgramSegmenter
@@ -570,9 +589,7 @@ def record_failure(
             f"the worker failed {config.max_attempts} times while processing this "
             f"video: {type(error).__name__}: {str(error).splitlines()[0][:500]}"
         )
-    record = VideoRecord(
-        video.video_id, video.uri, options.model, options.run_id, method=options.method
-    )
+    record = options.record(video.video_id, video.uri)
     try:
         result = committer.commit(failed_rows(record, message), replace=_replace(config))
     except STORAGE_ERRORS as error:

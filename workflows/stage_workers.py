@@ -36,7 +36,7 @@ from vis_core.inference.mask_chunks import EncodedMaskChunk, MaskLogits, encode_
 from vis_core.modeling.config import InputConfig
 from vis_core.tables.commit import Replace, TableCommitter
 from vis_core.video.decode import DecodeLimits
-from workflows.corpus_job import VideoOutcome, _elsewhere, _peak_memory_bytes
+from workflows.corpus_job import VideoOutcome, _elsewhere, _peak_memory_bytes, actor_model
 from workflows.staged_options import DeviceStandIn
 
 
@@ -142,18 +142,9 @@ class DetectorActor:
         onnx_bytes: bytes | None = None,
         standin: DeviceStandIn | None = None,
     ):
-        import torch
-
-        from vis_core.export.backend import DetectorBackend, apply_detector_backend
         from vis_core.inference.vita_program import DeviceProgram, VitaProgram
-        from vis_core.modeling.model_file import model_from_bytes
 
-        torch.set_num_threads(max(1, threads))
-        device = torch.device("cuda" if use_gpu else "cpu")
-        dtype = torch.bfloat16 if use_gpu else torch.float32
-        model = model_from_bytes(model_bytes, options.model, device)
-        if onnx_bytes is not None:
-            model = apply_detector_backend(model, DetectorBackend("onnx"), onnx_bytes)
+        model, device, dtype = actor_model(model_bytes, options, use_gpu, threads, onnx_bytes)
         program: DeviceProgram = VitaProgram(
             model, device=device, dtype=dtype, max_batch_frames=batch_frames
         )
