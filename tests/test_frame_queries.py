@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from tests.test_corpus_job import OK_VIDEOS, job, make_corpus
 from vis_core import masks
@@ -198,10 +199,18 @@ def test_from_frame_queries_vita_equals_a_direct_run(runs: Runs) -> None:
     assert (rerun[1].skipped, rerun[1].ok, rerun[1].failed) == (5, 0, 0)  # exactly once
 
 
+def border(mask: np.ndarray) -> np.ndarray:
+    """The pixels within one pixel (8-neighbourhood) of the mask's edge, on either side."""
+    ring = np.ones((3, 3), dtype=bool)
+    return ndimage.binary_dilation(mask, ring) & ~ndimage.binary_erosion(mask, ring)
+
+
 def test_from_float16_frame_queries_vita_is_within_rounding(runs: Runs) -> None:
     """float16 rows change VITA's scores by float16's rounding of its inputs (relative
     1e-3 here; the test model's scores agree to 1e-5) and masks by at most a border pixel:
-    the same tracklets, categories and frames, per-frame mask IoU >= 0.98."""
+    the same tracklets, categories and frames; every pixel that differs lies on either
+    mask's border (a per-frame IoU bound fails on masks of a few pixels) and the IoU over all
+    frames is >= 0.98."""
     direct, again = (
         rows(runs.direct(), "tracklets"),
         rows(runs.reassociated("float16", "vita"), "tracklets"),
@@ -215,12 +224,16 @@ def test_from_float16_frame_queries_vita_is_within_rounding(runs: Runs) -> None:
     assert [(r["video_id"], r["track_id"], r["frame_index"]) for r in again_frames] == [
         (r["video_id"], r["track_id"], r["frame_index"]) for r in direct_frames
     ]
+    overlap = union = 0
     for a, b in zip(again_frames, direct_frames, strict=True):
         shape = (a["height"], a["width"])
-        iou = masks.iou_matrix(
-            [masks.from_bytes(a["mask"], *shape)], [masks.from_bytes(b["mask"], *shape)]
-        )
-        assert iou[0, 0] >= 0.98
+        again_mask = masks.decode_one(masks.from_bytes(a["mask"], *shape)).astype(bool)
+        direct_mask = masks.decode_one(masks.from_bytes(b["mask"], *shape)).astype(bool)
+        off_border = (again_mask ^ direct_mask) & ~border(again_mask) & ~border(direct_mask)
+        assert not off_border.any(), (a["video_id"], a["track_id"], a["frame_index"])
+        overlap += int((again_mask & direct_mask).sum())
+        union += int((again_mask | direct_mask).sum())
+    assert overlap >= 0.98 * union
 
 
 def test_from_frame_queries_querytrack_equals_a_direct_run(runs: Runs) -> None:
