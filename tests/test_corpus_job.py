@@ -309,10 +309,7 @@ def ray_run_id(output: str) -> str:
     return read_table(output, "videos")["run_id"][0].as_py()
 
 
-# The staged case failed once in a clean-clone `make test` (the staged driver found nothing
-# in flight after the kill: a known defect of its actor-death handling, issue 15 note); it
-# runs with the slow tests until that is fixed.
-@pytest.mark.parametrize("pipeline", ["single", pytest.param("staged", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("pipeline", ["single", "staged"])
 def test_killed_worker_loses_and_duplicates_no_video(
     corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path, pipeline: str
 ) -> None:

@@ -7,6 +7,7 @@ on both paths.)"""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from tests.test_corpus_job import OK_VIDEOS, comparable, job, make_corpus
 from vis_core import masks
+from vis_core.corpus.listing import list_corpus
 from vis_core.corpus.time_limit import TimeLimit
 from workflows.corpus_job import CorpusJobConfig, CorpusJobSummary, VideoOutcome, run_corpus_job
 from workflows.staged_options import DeviceStandIn, StagedOptions
@@ -152,6 +154,49 @@ def test_a_stand_in_is_another_run(
     }
     assert runs["single"].run_id == runs["staged"].run_id != single[1].run_id
     assert (runs["single"].ok, runs["staged"].skipped) == (1, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DyingStandIn(DeviceStandIn):
+    """A stand-in whose process dies in its first `finish` (once: `marker` records it)."""
+
+    marker: str = ""
+
+    def program(self, real):
+        program = super().program(real)
+        finish = program.finish
+
+        def dying_finish(key):
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return finish(key)
+            os._exit(1)
+
+        program.finish = dying_finish
+        return program
+
+
+def test_detector_actor_dying_in_finish_starts_its_video_again(
+    corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path
+) -> None:
+    """With one video per actor, the `finish` call that dies is the only call in flight:
+    the driver learns of the death from it and must start that video again too (it once
+    lost it, and stopped with "nothing in flight")."""
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import it
+    standin = DyingStandIn(0.0, marker=str(tmp_path / "died"))
+    staged = dataclasses.replace(SMALL, videos_per_detector=1)
+    output = str(tmp_path / "out")
+    summary = run_corpus_job(job(str(corpus), output, tiny_model, standin=standin, staged=staged))
+    assert (tmp_path / "died").exists()
+    assert (summary.ok, summary.failed) == (5, 5)
+    assert {row["video_id"] for row in comparable(output, "videos")} == set(
+        video.video_id for video in list_corpus(str(corpus))
+    )
 
 
 def test_pipeline_switch() -> None:

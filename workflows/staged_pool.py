@@ -225,7 +225,9 @@ class StagedPool:
             timeout = None if due is None else max(0.0, due - time.monotonic())
             if not waitables:
                 if timeout is None:
-                    raise RuntimeError("the staged pipeline has nothing in flight")
+                    raise RuntimeError(
+                        f"the staged pipeline has nothing in flight (a defect): {self._state()}"
+                    )
                 time.sleep(timeout)
                 continue
             ready, rest = ray.wait(waitables, num_returns=1, timeout=timeout, fetch_local=False)
@@ -263,6 +265,15 @@ class StagedPool:
         stage_actors = [a for group in (*self.decoders, *self.finishers) for a in group]
         for actor in [*self.actors, *stage_actors]:
             ray.kill(actor, no_restart=True)
+
+    def _state(self) -> str:
+        """The driver's queues, for a report of a defect."""
+        return (
+            f"{self._remaining} videos unfinished, {len(self._pending)} to start again, "
+            f"on the actors {self._open} (free decoders {list(map(len, self._free_slots))}), "
+            f"ops queued {list(map(len, self._ops))}, recovering {self._recovering}, "
+            f"masks queued {len(self._mask_queue)}, commits queued {len(self._commit_queue)}"
+        )
 
     # Scheduling.
 
@@ -433,7 +444,7 @@ class StagedPool:
         try:
             value = ray.get(ref)
         except RayActorError as error:
-            self._actor_died(call.actor, call.generation, error)
+            self._actor_died(call, error)
             return
         except RayError as error:  # the call itself failed: its videos start again
             for video, key in call.videos:
@@ -516,17 +527,19 @@ class StagedPool:
         except RayError as error:  # a mask or commit call failed every time
             return record_failure(self.config, self.options, committer, video.video, error)
 
-    def _actor_died(self, actor: int, generation: int, error: Exception) -> None:
+    def _actor_died(self, failed: _Call, error: Exception) -> None:
         """Every video whose state was on the actor's lost incarnation starts again; the
         actor gets nothing more until it answers (Ray restarts it; a call sent meanwhile
-        would fail as well, and count against its videos' attempts)."""
+        would fail as well, and count against its videos' attempts). `failed` is the call
+        that told: its videos may have nothing else in flight (a `finish` or `close`)."""
+        actor, generation = failed.actor, failed.generation
         if generation != self._generation[actor]:
             return  # already seen
         self._generation[actor] += 1
         self._recovering[actor] = time.monotonic()
         logger.warning("detector actor %d died: %s", actor, str(error).splitlines()[0][:200])
         lost = {id(video): video for ops in self._ops for op in ops for video in [op.video]}
-        for call in self._calls.values():
+        for call in [failed, *self._calls.values()]:
             lost.update((id(video), video) for video, _ in call.videos)
         lost.update((id(video), video) for video in self._decoding.values())
         for video in lost.values():
