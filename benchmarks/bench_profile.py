@@ -293,6 +293,7 @@ def compile_speed(
     rounds: int,
     freezing: bool = False,
     bf16: bool = False,
+    mode: str | None = None,
 ) -> None:
     """The frame detector eager against torch.compile (inductor, default mode, static
     shapes; `freezing`: inductor's freezing, which folds the weights in as constants and
@@ -309,7 +310,7 @@ def compile_speed(
     model = VitaModel(get_preset(preset)).eval()
     pixels = torch.randint(0, 256, (frames, height, width, 3), dtype=torch.uint8)
     images = model.detector.preprocess(pixels)
-    compiled = torch.compile(model.detector, dynamic=False)
+    compiled = torch.compile(model.detector, dynamic=False, mode=mode)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.inference_mode():
         with autocast:
@@ -346,6 +347,7 @@ def compile_speed(
     print(
         f"{preset} {width}x{height}, {frames} frames, {rounds} rounds, 1 thread: compile "
         f"{'with freezing ' if freezing else ''}{'under bf16 autocast ' if bf16 else ''}"
+        f"{f'in mode {mode} ' if mode else ''}"
         f"warm-up {warmup[0]:.0f} s wall ({warmup[1]:.0f} s CPU)"
     )
 
@@ -397,6 +399,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", help="frames per detector call")
     parser.add_argument("--freezing", action="store_true", help="--compile with freezing")
     parser.add_argument("--bf16", action="store_true", help="--compile under bf16 autocast")
+    parser.add_argument("--mode", help="--compile's mode (default, max-autotune, ...)")
     args = parser.parse_args()
     if args.compare is None and not args.compile and not args.batches:
         run()
@@ -408,7 +411,14 @@ def main() -> None:
         return
     if args.compile:
         compile_speed(
-            args.preset, height, width, args.frames, args.rounds, args.freezing, args.bf16
+            args.preset,
+            height,
+            width,
+            args.frames,
+            args.rounds,
+            args.freezing,
+            args.bf16,
+            args.mode,
         )
         return
     compare(args.compare, args.preset, height, width, args.frames, args.rounds, args.part)

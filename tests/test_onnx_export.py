@@ -16,7 +16,7 @@ Segmentation results agree to 1e-4 in score (test_onnx_detector_drops_into_the_s
 
 Each export takes 50 to 130 s on a busy 2-core CPU (torch.export's symbolic shapes); the shipped
 model's export is cached in the session's cache folder and shared with
-test_segment_onnx.py.
+test_segment_backends.py.
 """
 
 from __future__ import annotations

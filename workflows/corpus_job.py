@@ -408,19 +408,19 @@ def actor_model(
     options: ProcessOptions,
     use_gpu: bool,
     threads: int,
+    backend: DetectorBackend,
     onnx_bytes: bytes | None = None,
 ) -> tuple[VitaModel, torch.device, torch.dtype]:
     """(model, device, dtype) of a model actor: its torch threads set, the model on the GPU
-    in bf16 or on the CPU in fp32, its detector run by ONNX Runtime when `onnx_bytes` (the
-    graph) is given."""
+    in bf16 or on the CPU in fp32, its detector run by `backend` (ONNX Runtime: from
+    `onnx_bytes`, the graph the driver read or exported once)."""
     import torch
 
     torch.set_num_threads(max(1, threads))
     device = torch.device("cuda" if use_gpu else "cpu")
     dtype = torch.bfloat16 if use_gpu else torch.float32
     model = model_from_bytes(model_bytes, options.model, device)
-    if onnx_bytes is not None:
-        model = apply_detector_backend(model, DetectorBackend("onnx"), onnx_bytes)
+    model = apply_detector_backend(model, backend, onnx_bytes)
     return model, device, dtype
 
 
@@ -436,12 +436,15 @@ class SegmentWorker:
         threads: int,
         job_id: str,
         replace: Replace,
+        backend: DetectorBackend,
         onnx_bytes: bytes | None = None,
         standin: DeviceStandIn | None = None,
     ):
         import os
 
-        model, device, dtype = actor_model(model_bytes, options, use_gpu, threads, onnx_bytes)
+        model, device, dtype = actor_model(
+            model_bytes, options, use_gpu, threads, backend, onnx_bytes
+        )
         self.segmenter = build_segmenter(options.method, model, device=device, dtype=dtype)
         if standin is not None:  # the staged job's stand-in, run serially here
             from vis_core.inference.program_segmenter import ProgramSegmenter
@@ -526,6 +529,7 @@ class _WorkerPool:
                 cpus,
                 job_id,
                 _replace(config),
+                config.detector_backend,
                 onnx_ref,
                 config.standin,
             )

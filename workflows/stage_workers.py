@@ -32,6 +32,7 @@ from vis_core.corpus.listing import CorpusVideo
 from vis_core.corpus.process import ProcessOptions
 from vis_core.corpus.stage_seconds import StageSeconds
 from vis_core.corpus.staged_rows import staged_rows
+from vis_core.export.backend import DetectorBackend
 from vis_core.inference.mask_chunks import EncodedMaskChunk, MaskLogits, encode_mask_logits
 from vis_core.modeling.config import InputConfig
 from vis_core.tables.commit import Replace, TableCommitter
@@ -139,12 +140,15 @@ class DetectorActor:
         use_gpu: bool,
         threads: int,
         batch_frames: int,
+        backend: DetectorBackend,
         onnx_bytes: bytes | None = None,
         standin: DeviceStandIn | None = None,
     ):
         from vis_core.inference.vita_program import DeviceProgram, VitaProgram
 
-        model, device, dtype = actor_model(model_bytes, options, use_gpu, threads, onnx_bytes)
+        model, device, dtype = actor_model(
+            model_bytes, options, use_gpu, threads, backend, onnx_bytes
+        )
         program: DeviceProgram = VitaProgram(
             model, device=device, dtype=dtype, max_batch_frames=batch_frames
         )

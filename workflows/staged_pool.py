@@ -155,6 +155,7 @@ class StagedPool:
                 config.use_gpu,
                 max(1, int(actor_cpus)),
                 batch_frames,
+                config.detector_backend,
                 onnx_ref,
                 config.standin,
             )

@@ -1,4 +1,5 @@
-"""Which runtime runs the frame detector at inference: PyTorch (eager) or ONNX Runtime.
+"""Which runtime runs the frame detector at inference: PyTorch (eager), PyTorch compiled by
+`torch.compile` (`vis_core.inference.compiled_detector`) or ONNX Runtime.
 
 `DetectorBackend` travels from the command line to wherever the model is built (the
 `vis segment` process, or each corpus job worker); VITA and the masks run in PyTorch
@@ -12,15 +13,16 @@ from dataclasses import dataclass
 
 from vis_core.export.onnx_cache import cached_detector_onnx, model_digest
 from vis_core.export.onnx_detector import use_onnx_detector
+from vis_core.inference.compiled_detector import compile_detector
 from vis_core.modeling.vita_model import VitaModel
 from vis_core.storage import open_fs
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "compile", "onnx")
 
 
 @dataclass(frozen=True)
 class DetectorBackend:
-    """kind: "torch" or "onnx"; onnx_file: an export of the model (path or fsspec URI)
+    """kind: "torch", "compile" or "onnx"; onnx_file: an export of the model (path or fsspec URI)
     for "onnx", None for the cached export."""
 
     kind: str = "torch"
@@ -56,6 +58,8 @@ def apply_detector_backend(
     export of this very model (`OnnxModelMismatchError` otherwise)."""
     if backend.kind == "torch":
         return model
+    if backend.kind == "compile":
+        return compile_detector(model)
     digest = model_digest(model)
     if onnx_bytes is None:
         onnx_bytes = onnx_detector_bytes(model, backend, digest)
