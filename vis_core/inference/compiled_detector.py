@@ -1,8 +1,9 @@
 """The frame detector compiled by `torch.compile`: the `compile` detector backend.
 
 Inductor (default mode) with freezing: under inference mode the weights are folded in as
-constants, and on the CPU prepacked for oneDNN (R-50 at 640x360 on one core: 1.32x eager's
-CPU time against 1.17x without freezing; README, Speed). Only `forward` is compiled, so
+constants, and on the CPU prepacked for oneDNN (the best of the settings measured on R-50;
+on this project's CPU it gains little over eager, 1.1x for R-50 and none for the small
+preset: README, Speed; it is meant for GPUs). Only `forward` is compiled, so
 the detector keeps its other methods and attributes (`preprocess`, `mask_features` for a
 long video's second pass, the frame decoder an online head reads) in eager PyTorch.
 
