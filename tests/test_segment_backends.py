@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from jobs.cli import main
 from vis_core import masks
@@ -27,12 +26,7 @@ SCORE_TOLERANCE = 1e-3
 MIN_MASK_IOU = 0.95  # mean over a track's frames
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
