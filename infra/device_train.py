@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from vis_core.data.augment import AugmentConfig
 from vis_core.methods import TRAINABLE_METHODS, get_method
 from vis_core.modeling.model_file import load_model, save_model
 from vis_core.training.batch import ClipBatch
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
         "--freeze-detector", action="store_true", help="train the method's head alone"
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--min-sizes", type=int, nargs="+", help="training shortest edges (the recipe's)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         "backbone_multiplier": args.backbone_multiplier,
         "loader_workers": args.loader_workers,
     }
+    if args.min_sizes:
+        augment = overrides.get("augment", AugmentConfig())
+        overrides["augment"] = dataclasses.replace(augment, min_sizes=tuple(args.min_sizes))
     job = TrainJobConfig(
         train_uri=args.train,
         coco_uri=args.coco,

@@ -225,9 +225,7 @@ def test_method_is_the_runs_and_recorded_in_the_videos_table(
     assert not (tmp_path / "none").exists()
 
 
-# The staged case failed once in a clean-clone run on a loaded machine (issue 15 note): it
-# runs with the slow tests until that is understood.
-@pytest.mark.parametrize("pipeline", ["single", pytest.param("staged", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("pipeline", ["single", "staged"])
 def test_interrupted_job_completes_without_duplicates(
     corpus: Path, tiny_model: str, ray_address: str, tmp_path: Path, pipeline: str
 ) -> None:
@@ -237,11 +235,15 @@ def test_interrupted_job_completes_without_duplicates(
         pass
 
     seen: list[str] = []
+    with_tracklets: list[str] = []
 
     def interrupt_after_two(outcome: VideoOutcome) -> None:
-        """After two videos, one of them with tracklets (whatever the completion order)."""
+        """After two videos, one of them with tracklets, whatever the completion order (an
+        OK video may have none: the random model's masks of the 6x4 `dot.mp4` can be empty)."""
         seen.append(outcome.video_id)
-        if len(seen) >= 2 and set(seen) & OK_VIDEOS:
+        if outcome.num_tracklets:
+            with_tracklets.append(outcome.video_id)
+        if len(seen) >= 2 and with_tracklets:
             raise Interrupted
 
     with pytest.raises(Interrupted):
