@@ -15,7 +15,7 @@ import pytest
 from tests.media import smooth_frames, write_audio_only, write_with_pyav
 from tests.test_concurrent_commits import rows as commit_rows
 from vis_core import masks
-from vis_core.corpus.listing import CorpusVideo, iter_corpus, list_corpus
+from vis_core.corpus.listing import CorpusVideo, OutsideInputError, iter_corpus, list_corpus
 from vis_core.corpus.plan import CorpusPlan
 from vis_core.corpus.time_limit import TimeLimit
 from vis_core.tables.commit import TableCommitter
@@ -123,6 +123,54 @@ def test_listing_takes_video_extensions_and_keeps_exact_relative_paths(corpus: P
         list_corpus(str(corpus / "missing"))
     with pytest.raises(FileNotFoundError, match="not a folder"):
         iter_corpus(str(corpus / "missing"))  # at once, not when first iterated
+
+
+def make_hostile_paths(root: Path) -> Path:
+    """An input root with a video whose file name is not UTF-8, a link to it, a link and a
+    folder link leading outside the root, and a folder link looping back to the root."""
+    outside = root / "outside"
+    corpus = root / "in"
+    (corpus / "sub").mkdir(parents=True)
+    outside.mkdir()
+    write_mp4(str(outside / "secret.mp4"), smooth_frames(4, 32, 32), fps=10.0)
+    name = os.fsdecode(b"caf\xe9 \xff.mp4")  # Latin-1 bytes: not valid UTF-8
+    write_mp4(str(corpus / name), smooth_frames(4, 32, 32), fps=10.0)
+    (corpus / "inside.mp4").symlink_to(name)
+    (corpus / "out.mp4").symlink_to(outside / "secret.mp4")
+    (corpus / "dangling.mp4").symlink_to(outside / "gone.mp4")
+    (corpus / "outside_dir").symlink_to(outside, target_is_directory=True)
+    (corpus / "sub" / "loop").symlink_to(corpus, target_is_directory=True)
+    return corpus
+
+
+def test_listing_names_ids_in_utf8_and_refuses_links_leading_out(tmp_path: Path) -> None:
+    corpus = make_hostile_paths(tmp_path)
+    listed = {video.video_id: video for video in list_corpus(str(corpus))}
+    assert set(listed) == {"caf\\xe9 \\xff.mp4", "inside.mp4", "out.mp4", "dangling.mp4"}
+    assert listed["caf\\xe9 \\xff.mp4"].refusal is None  # read by its real name
+    assert Path(listed["caf\\xe9 \\xff.mp4"].uri.removeprefix("file://")).is_file()
+    assert listed["inside.mp4"].refusal is None
+    for video_id in ("out.mp4", "dangling.mp4"):
+        assert "outside the input root" in listed[video_id].refusal
+        with pytest.raises(OutsideInputError, match="outside the input root"):
+            listed[video_id].check_readable()
+
+
+@pytest.mark.parametrize("pipeline", ["single", "staged"])
+def test_odd_names_and_links_become_rows_and_nothing_outside_is_read(
+    tiny_model: str, ray_address: str, tmp_path: Path, pipeline: str
+) -> None:
+    corpus = make_hostile_paths(tmp_path)
+    output = str(tmp_path / "out")
+    run_corpus_job(job(str(corpus), output, tiny_model, pipeline=pipeline))
+    rows = {row["video_id"]: row for row in read_table(output, "videos").to_pylist()}
+    assert set(rows) == {"caf\\xe9 \\xff.mp4", "inside.mp4", "out.mp4", "dangling.mp4"}
+    for video_id in ("caf\\xe9 \\xff.mp4", "inside.mp4"):
+        assert rows[video_id]["status"] == "ok" and rows[video_id]["num_frames"] == 4
+    assert rows["caf\\xe9 \\xff.mp4"]["uri"].endswith("/in/caf\\xe9 \\xff.mp4")
+    for video_id in ("out.mp4", "dangling.mp4"):
+        assert rows[video_id]["status"] == "failed" and rows[video_id]["num_frames"] is None
+        assert rows[video_id]["error"].startswith("OutsideInputError:")
 
 
 def test_the_plan_streams_the_listing_against_the_committed_set(tmp_path: Path) -> None:

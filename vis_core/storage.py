@@ -153,3 +153,9 @@ def relative_to(path: str, root: str) -> str:
     if rel == "." or rel.startswith("../"):
         raise ValueError(f"{path!r} is not inside {root!r}")
     return rel
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: the undecodable bytes of a local file name (which Python
+    holds as lone surrogates) written as `\\xNN`."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

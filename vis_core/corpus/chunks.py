@@ -75,6 +75,7 @@ def decode_items(
 ) -> Iterator[DecodeItem]:
     """The items of one pass over `video` (see the module docstring)."""
     try:
+        video.check_readable()
         reader = open_video(video.uri, limits, threads)
     except Exception as error:  # a failed row, never a crashed job
         yield VideoFailure(failure_message(error))

@@ -77,6 +77,7 @@ def process_video(
     decoded = _DecodeLog(video.uri, options, options.time_limit.start())
     recorder = None
     try:
+        video.check_readable()
         if options.frame_queries is None:
             instances = segmenter.segment(decoded.frames)
         else:  # the detector's outputs go to the frame_queries table as they are made

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from vis_core import masks
 from vis_core.inference.instances import VideoInstances
+from vis_core.storage import printable
 from vis_core.tables.schema import (
     FRAME_QUERIES,
     SCHEMAS,
@@ -158,9 +159,9 @@ FRAMES_COLUMNS = ("track_id", "frame_index", "timestamp_s", "mask", "bbox", "are
 def _videos_row(record: VideoRecord, status: str, error: str | None, tracklets: int) -> pa.Table:
     row = {
         "video_id": record.video_id,
-        "uri": record.uri,
+        "uri": printable(record.uri),  # a local file name need not be valid UTF-8
         "status": status,
-        "error": error,
+        "error": None if error is None else printable(error),
         "num_frames": record.num_frames,
         "fps": record.fps,
         "width": record.width,
