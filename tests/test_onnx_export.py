@@ -94,15 +94,15 @@ def assert_within_tolerance(errors: dict) -> None:
 def test_real_frame_gives_pytorch_outputs(shipped, frames):
     model, onnx_model = shipped
     images = prepared(model, frames[:1])
-    assert tuple(images.shape) == (1, 3, 256, 448)  # 1080p -> 240x427, padded to 32
+    assert tuple(images.shape) == (1, 3, 288, 512)  # 1080p -> 272x484, padded to 32
     assert_within_tolerance(max_errors(model, onnx_model, images))
 
 
 def test_other_frame_size_and_count_give_pytorch_outputs(shipped, frames):
     model, onnx_model = shipped
-    portrait = np.ascontiguousarray(frames[:, :, 600:1400])  # 1080x800 -> 324x240
+    portrait = np.ascontiguousarray(frames[:, :, 600:1400])  # 1080x800 -> 367x272
     images = prepared(model, portrait)
-    assert tuple(images.shape) == (3, 3, 352, 256)
+    assert tuple(images.shape) == (3, 3, 384, 288)
     assert_within_tolerance(max_errors(model, onnx_model, images))
 
 

@@ -162,6 +162,33 @@ def test_bag_core_equals_grid_sample_in_values_and_gradients():
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_core_samples_with_bag_in_inference_and_grid_sample_in_training(monkeypatch):
+    """embedding_bag's backward is the slower one: a step that needs gradients samples
+    with grid_sample whatever `SAMPLING` says."""
+    from vis_core.modeling import ms_deform_attn
+
+    calls = []
+    for name in ("ms_deform_attn_core_bag", "ms_deform_attn_core_grid_sample"):
+        core = getattr(ms_deform_attn, name)
+        monkeypatch.setattr(
+            ms_deform_attn,
+            name,
+            lambda *args, core=core, name=name: calls.append(name) or core(*args),
+        )
+    value = torch.randn(1, 12, 2, 3)
+    locations, weights = torch.rand(1, 4, 2, 1, 2, 2), torch.rand(1, 4, 2, 1, 2)
+    with torch.inference_mode():
+        ms_deform_attn_core(value, [(3, 4)], [0], locations, weights)
+    ms_deform_attn_core(value, [(3, 4)], [0], locations, weights.requires_grad_(True))
+    with torch.no_grad():
+        ms_deform_attn_core(value, [(3, 4)], [0], locations, weights)
+    assert calls == [
+        "ms_deform_attn_core_bag",
+        "ms_deform_attn_core_grid_sample",
+        "ms_deform_attn_core_bag",
+    ]
+
+
 def test_core_rejects_mismatched_levels():
     value = torch.randn(1, 12, 2, 3)
     locations = torch.rand(1, 4, 2, 2, 1, 2)

@@ -73,7 +73,9 @@ def vita_small_synth() -> ModelConfig:
             window_size=6,
             num_queries=16,
         ),
-        input=InputConfig(min_size_test=240),
+        # Above the middle of the training scales: the 20-60 pixel objects read better
+        # enlarged (the shipped model: AP 20.1 on val at 272 against 17.7 at 240).
+        input=InputConfig(min_size_test=272),
         inference=InferenceConfig(top_k=10, detector_chunk_frames=16, mask_chunk_frames=8),
         # Stride-4 masks of a 320x240 frame have 4,800 cells: score them all.
         loss=LossConfig(num_points=2048, dense_masks=True),
