@@ -9,9 +9,10 @@ import pytest
 from jobs import render as render_job
 from vis_core import masks
 from vis_core.inference.instances import VideoInstances
-from vis_core.render.font import draw_text, text_bitmap, text_size
+from vis_core.render.font import GLYPHS, draw_text, text_bitmap, text_size
 from vis_core.render.overlay import instance_colors
 from vis_core.render.tracklets import RenderError, label_origin, render_tracklets
+from vis_core.synth.shapes import CATEGORIES
 from vis_core.tables.commit import TableCommitter
 from vis_core.tables.read import TablesNotFoundError
 from vis_core.tables.rows import VideoRecord, failed_rows, ok_rows
@@ -198,3 +199,10 @@ def test_draw_text_glyphs_background_and_clipping():
     np.testing.assert_array_equal(clipped, big[14:34, 15:35])
     draw_text(clipped, "far away", 100, 100, (9, 9, 9))  # entirely outside: no error
     assert text_bitmap("?").tolist() == text_bitmap("~").tolist()  # unknown -> "?"
+
+
+def test_every_character_the_previews_write_has_a_glyph():
+    """Labels (`#<id> <category> <score>`) and the legend are drawn without `?`."""
+    written = "tracks scoring >= 0.50 #12 " + " ".join(c.name for c in CATEGORIES) + " 0.93"
+    assert {char for char in written.upper() if char not in GLYPHS} == set()
+    assert text_bitmap(">=").tolist() != text_bitmap("??").tolist()
