@@ -201,21 +201,8 @@ class StagedPool:
         the actors have room (a streamed listing is never held whole)."""
         import ray
 
-        actors = len(self.actors)
-        self._listing = iter(enumerate(videos))
-        self._pending: deque[_Video] = deque()  # videos started again
-        self._ops: list[deque[_Op]] = [deque() for _ in range(actors)]
-        self._actor_calls = [0] * actors
-        self._open = [0] * actors  # videos whose state is on each actor
-        self._generation = [0] * actors  # bumped when an actor is found dead
-        self._recovering: dict[int, float] = {}  # dead actor -> when to ask it again
-        self._mask_queue: deque[tuple[_Video, str, Any]] = deque()
-        self._finisher_load = [[0] * len(f) for f in self.finishers]
-        self._free_slots = [list(range(len(d))) for d in self.decoders]
-        self._commit_queue: deque[_Video] = deque()
-        self._commits_running = 0
-        self._remaining = 0  # videos taken from the listing and not yet committed
-        while self._admit() or self._remaining:
+        self._begin(videos)
+        while self._admit() or self._unfinished:
             self._enforce_time_limits()
             self._dispatch()
             self._ping_recovering()
@@ -238,18 +225,38 @@ class StagedPool:
                 if waitable in self._decoding:
                     self._next_item(self._decoding[waitable])
                     continue
-                call = self._calls.pop(waitable)
+                call = self._calls.pop(waitable, None)
+                if call is None:  # a stream dropped by an earlier result of this batch
+                    continue
                 if call.kind in ("mask", "commit"):
                     self._finisher_load[call.actor][call.finisher] -= 1
                 if call.kind == "commit":
-                    self._remaining -= 1
-                    yield self._committed(waitable, call.videos[0][0], committer)
+                    video = call.videos[0][0]
+                    self._unfinished.pop(video.index, None)
+                    yield self._committed(waitable, video, committer)
                 elif call.kind == "mask":
                     self._masked(*call.videos[0])
                 elif call.kind == "ping":
                     self._pinged(waitable, call.actor)
                 else:
                     self._returned(waitable, call)
+
+    def _begin(self, videos: Iterable[CorpusVideo]) -> None:
+        """The driver's state for a run over `videos`."""
+        actors = len(self.actors)
+        self._listing = iter(enumerate(videos))
+        self._pending: deque[_Video] = deque()  # videos started again
+        self._ops: list[deque[_Op]] = [deque() for _ in range(actors)]
+        self._actor_calls = [0] * actors
+        self._open = [0] * actors  # videos whose state is on each actor
+        self._generation = [0] * actors  # bumped when an actor is found dead
+        self._recovering: dict[int, float] = {}  # dead actor -> when to ask it again
+        self._mask_queue: deque[tuple[_Video, str, Any]] = deque()
+        self._finisher_load = [[0] * len(f) for f in self.finishers]
+        self._free_slots = [list(range(len(d))) for d in self.decoders]
+        self._commit_queue: deque[_Video] = deque()
+        self._commits_running = 0
+        self._unfinished: dict[int, _Video] = {}  # taken from the listing, not committed
 
     def shutdown(self) -> None:
         """Cancel what is queued, wait for the commits in flight, stop the actors."""
@@ -270,7 +277,9 @@ class StagedPool:
     def _state(self) -> str:
         """The driver's queues, for a report of a defect."""
         return (
-            f"{self._remaining} videos unfinished, {len(self._pending)} to start again, "
+            f"{len(self._unfinished)} videos unfinished "
+            f"({', '.join(map(_describe, self._unfinished.values()))}), "
+            f"{len(self._pending)} to start again, "
             f"on the actors {self._open} (free decoders {list(map(len, self._free_slots))}), "
             f"ops queued {list(map(len, self._ops))}, recovering {self._recovering}, "
             f"masks queued {len(self._mask_queue)}, commits queued {len(self._commit_queue)}"
@@ -296,7 +305,7 @@ class StagedPool:
                 video = self._pending.popleft()
             elif (listed := next(self._listing, None)) is not None:
                 video = _Video(listed[1], listed[0])
-                self._remaining += 1
+                self._unfinished[video.index] = video
             else:
                 return False
             video.actor, video.generation = actor, self._generation[actor]
@@ -444,12 +453,13 @@ class StagedPool:
         self._actor_calls[call.actor] -= 1
         try:
             value = ray.get(ref)
-        except RayActorError as error:
-            self._actor_died(call, error)
-            return
-        except RayError as error:  # the call itself failed: its videos start again
+        except RayError as error:
+            if isinstance(error, RayActorError):
+                self._actor_died(call, error)
+            # The call's result is lost: its videos start again, even one whose `finish`
+            # has been seen first (it has left the actor but waits for this call).
             for video, key in call.videos:
-                if video.key == key and video.phase in ON_ACTOR:
+                if video.key == key and video.phase in (*ON_ACTOR, MASKS):
                     self._again(video, error)
             return
         live = [video for video, key in call.videos if video.key == key]
@@ -587,16 +597,19 @@ class StagedPool:
             self._commit_queue.append(video)
 
     def _drop(self, video: _Video) -> None:
-        """Forget the current attempt of `video`: its decoder, its place on its actor, its
-        queued calls; what is still in flight for it is stale."""
+        """Forget the current attempt of `video`: its decoder, its place on its actor and
+        its queued calls (if it has not left the actor yet); what is still in flight for it
+        is stale."""
         import ray
 
         if video.generator is not None:
             ray.cancel(video.generator)
             del self._decoding[video.generator]
             video.generator = None
-        self._release(video)
-        self._ops[video.actor] = deque(op for op in self._ops[video.actor] if op.video is not video)
+        if video.phase in ON_ACTOR:
+            self._release(video)
+            ops = self._ops[video.actor]
+            self._ops[video.actor] = deque(op for op in ops if op.video is not video)
         video.key = ""
         video.slots, video.encoded, video.reports = [], [], []
 
@@ -614,6 +627,14 @@ class StagedPool:
         video.attempt += 1
         video.phase = QUEUED
         self._pending.appendleft(video)
+
+
+def _describe(video: _Video) -> str:
+    return (
+        f"video {video.index} attempt {video.attempt} {video.phase} on actor {video.actor} "
+        f"(generation {video.generation}): {video.waiting} calls, {video.queued_masks} masks "
+        f"queued, {video.running_masks} running"
+    )
 
 
 def _actor_plan(config: CorpusJobConfig, resources: dict[str, float]) -> tuple[int, float, dict]:
