@@ -111,6 +111,9 @@ class ClipCriterion(nn.Module):
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=device
         )
         pred_masks, target_masks = [], []
+        # Unbound once: indexing a clip per layer would cost a zero-filled gradient of the
+        # whole batch's features for each (layer, clip) in backward.
+        clip_features = mask_features.unbind(0)
         for entry, matching in enumerate(matchings):
             if len(matching) == 0:
                 continue
@@ -120,7 +123,7 @@ class ClipCriterion(nn.Module):
             target_classes[entry, query] = targets[clip].labels[instance].to(device)
             # Only the matched queries' masks: [Nm, T, h, w]
             pred_masks.append(
-                Vita.video_mask_logits(mask_embed[layer, clip][query], mask_features[clip])
+                Vita.video_mask_logits(mask_embed[layer, clip][query], clip_features[clip])
             )
             target_masks.append(targets[clip].masks[instance].to(device))
         class_loss = self.class_loss(logits, target_classes)
