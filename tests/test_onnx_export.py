@@ -5,14 +5,18 @@ Tolerances, max |ONNX Runtime - PyTorch| (float32, one thread):
 - clip_mask_features (backbone and pixel decoder, a continuous function): <= 1e-3;
   observed 5e-5 to 8e-5.
 - the frame decoder's outputs: <= 2e-2 on class logits and frame queries, <= 1e-1 on mask
-  logits (|logit| up to ~50). Its masked attention blocks a pixel where a mask logit is
-  below 0, a hard threshold: where a logit lies within ~1e-4 of it, the float noise of
-  another runtime moves the pixel to the other side and that query's attention changes.
-  On the real 1080p frame 3 pixels lie within 1e-3 of the threshold; observed 6.4e-3
-  (logits), 1.4e-2 (queries), 5.8e-2 (masks), and flipping those 3 pixels in PyTorch
-  itself moves its outputs by the same amounts. Without such pixels (the other size, the
-  FPN model) observed <= 5e-4 on every output.
-Segmentation results agree to 1e-4 in score (test_onnx_detector_drops_into_the_segmenter).
+  logits (|logit| up to ~50), plus what PyTorch itself moves by when the pixels near the
+  masked-attention threshold go the other way. That attention blocks a pixel where a mask
+  logit is below 0, a hard threshold: where a logit lies within ~1e-3 of it, the float
+  noise of another runtime (5e-5 on the pixel decoder's features, more after six layers)
+  can move the pixel to the other side and that query's attention changes. So the bound
+  adds the change of PyTorch's own outputs with every pixel within 1e-3 of the threshold
+  flipped (`flipped_near_threshold`): 0 where there is none (the shipped model on the
+  1080p frame), 0.39 on mask logits on the portrait frames where 5 pixels are, against
+  ONNX Runtime's 0.15 there (PyTorch in float64 moves them by 5e-4: the runtime's noise,
+  not a different computation). Without such pixels observed <= 5e-4 on every output.
+Segmentation results agree to 1e-4 in score, plus the same allowance
+(test_onnx_detector_drops_into_the_segmenter).
 
 Each export takes 50 to 130 s on a busy 2-core CPU (torch.export's symbolic shapes); the shipped
 model's export is cached in the session's cache folder and shared with
@@ -21,18 +25,22 @@ test_segment_backends.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from jobs.cli import main
 from vis_core.export.onnx_cache import cached_detector_onnx, export_cache_key, model_digest
 from vis_core.export.onnx_detector import OnnxModelMismatchError, use_onnx_detector
 from vis_core.export.onnx_export import OUTPUT_NAMES, OnnxExportSettings
 from vis_core.inference.frames import FramePreparer
+from vis_core.modeling.frame_decoder import FrameDecoder
 from vis_core.modeling.model_file import load_model, save_model
 from vis_core.modeling.presets import vita_small_synth
 from vis_core.modeling.vita_model import VitaModel
@@ -75,50 +83,81 @@ def prepared(model: VitaModel, frames: np.ndarray) -> torch.Tensor:
     return images
 
 
-def max_errors(torch_model: VitaModel, onnx_model: VitaModel, images: torch.Tensor) -> dict:
-    with torch.inference_mode():
-        expected, actual = torch_model.detector(images), onnx_model.detector(images)
+NEAR_THRESHOLD = 1e-3  # mask logits this close to 0 may fall either side in another runtime
+
+
+@contextlib.contextmanager
+def flipped_near_threshold(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """PyTorch's frame decoder with the masked-attention decision of every pixel whose
+    (resized) mask logit lies within `NEAR_THRESHOLD` of 0 turned the other way."""
+    decide = FrameDecoder._attention_mask
+
+    def flipped(self, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        blocked = decide(self, mask_logits, size)
+        resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
+        near = (resized.flatten(2).abs() < NEAR_THRESHOLD).repeat_interleave(self.heads, 0)
+        return blocked ^ near
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FrameDecoder, "_attention_mask", flipped)
+        yield
+
+
+def differences(want, got) -> dict:
+    """Max |want - got| of each detector output."""
     errors = {}
     for name in OUTPUT_NAMES:
-        want, got = getattr(expected, name), getattr(actual, name)
-        assert got.shape == want.shape, name
-        errors[name] = float((want - got).abs().max())
+        assert getattr(got, name).shape == getattr(want, name).shape, name
+        errors[name] = float((getattr(want, name) - getattr(got, name)).abs().max())
     return errors
 
 
-def assert_within_tolerance(errors: dict) -> None:
+def assert_like_pytorch(torch_model, onnx_model, images, monkeypatch) -> None:
+    """ONNX Runtime's outputs within `TOLERANCE` of PyTorch's, plus the change of PyTorch's
+    own outputs when its near-threshold pixels flip (see the module docstring)."""
+    with torch.inference_mode():
+        expected, actual = torch_model.detector(images), onnx_model.detector(images)
+        with flipped_near_threshold(monkeypatch):
+            flipped = torch_model.detector(images)
+    errors, allowance = differences(expected, actual), differences(expected, flipped)
     print("max |onnx - torch|:", {k: f"{v:.1e}" for k, v in errors.items()})
-    assert all(errors[name] <= TOLERANCE[name] for name in OUTPUT_NAMES), errors
+    print("near-threshold allowance:", {k: f"{v:.1e}" for k, v in allowance.items()})
+    assert all(errors[n] <= TOLERANCE[n] + allowance[n] for n in OUTPUT_NAMES), errors
 
 
-def test_real_frame_gives_pytorch_outputs(shipped, frames):
+def test_real_frame_gives_pytorch_outputs(shipped, frames, monkeypatch):
     model, onnx_model = shipped
     images = prepared(model, frames[:1])
     assert tuple(images.shape) == (1, 3, 288, 512)  # 1080p -> 272x484, padded to 32
-    assert_within_tolerance(max_errors(model, onnx_model, images))
+    assert_like_pytorch(model, onnx_model, images, monkeypatch)
 
 
-def test_other_frame_size_and_count_give_pytorch_outputs(shipped, frames):
+def test_other_frame_size_and_count_give_pytorch_outputs(shipped, frames, monkeypatch):
     model, onnx_model = shipped
     portrait = np.ascontiguousarray(frames[:, :, 600:1400])  # 1080x800 -> 367x272
     images = prepared(model, portrait)
     assert tuple(images.shape) == (3, 3, 384, 288)
-    assert_within_tolerance(max_errors(model, onnx_model, images))
+    assert_like_pytorch(model, onnx_model, images, monkeypatch)
 
 
-def test_onnx_detector_drops_into_the_segmenter(shipped, frames):
+def test_onnx_detector_drops_into_the_segmenter(shipped, frames, monkeypatch):
     from vis_core.inference.segmenter import VideoSegmenter
 
     model, onnx_model = shipped
     small = [np.ascontiguousarray(frame[::4, ::4]) for frame in frames]  # 270x480
     expected = VideoSegmenter(model).segment(small)
     actual = VideoSegmenter(onnx_model).segment(small)
+    with flipped_near_threshold(monkeypatch):
+        flipped = VideoSegmenter(model).segment(small)
     np.testing.assert_array_equal(actual.labels, expected.labels)
-    np.testing.assert_allclose(actual.scores, expected.scores, atol=1e-4)
+    allowance = float(np.abs(flipped.scores - expected.scores).max(initial=0.0))
+    np.testing.assert_allclose(actual.scores, expected.scores, atol=1e-4 + allowance)
 
 
 @pytest.mark.slow  # a second export (a minute or two); the shipped model's is in the default run
-def test_the_other_pixel_decoder_exports_through_the_cli(shipped, frames, tmp_path, capsys):
+def test_the_other_pixel_decoder_exports_through_the_cli(
+    shipped, frames, tmp_path, capsys, monkeypatch
+):
     other = "msdeform" if shipped[0].config.pixel_decoder.kind == "fpn" else "fpn"
     config = vita_small_synth()
     config = dataclasses.replace(
@@ -133,7 +172,7 @@ def test_the_other_pixel_decoder_exports_through_the_cli(shipped, frames, tmp_pa
     model = load_model(str(model_file))
     onnx_model = use_onnx_detector(load_model(str(model_file)), onnx_file, model_digest(model))
     for sample in (frames[:1], np.ascontiguousarray(frames[:2, :, 600:1400])):
-        assert_within_tolerance(max_errors(model, onnx_model, prepared(model, sample)))
+        assert_like_pytorch(model, onnx_model, prepared(model, sample), monkeypatch)
 
 
 def test_export_model_check_compares_two_sizes(shipped):

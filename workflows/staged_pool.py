@@ -630,6 +630,7 @@ class StagedPool:
 
 
 def _describe(video: _Video) -> str:
+    """Where `video` stands, for the defect report."""
     return (
         f"video {video.index} attempt {video.attempt} {video.phase} on actor {video.actor} "
         f"(generation {video.generation}): {video.waiting} calls, {video.queued_masks} masks "
