@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from jobs.cli import main
 from vis_core.export.onnx_cache import cached_detector_onnx, export_cache_key, model_digest
@@ -93,10 +92,8 @@ def flipped_near_threshold(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     decide = FrameDecoder._attention_mask
 
     def flipped(self, mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        blocked = decide(self, mask_logits, size)
-        resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-        near = (resized.flatten(2).abs() < NEAR_THRESHOLD).repeat_interleave(self.heads, 0)
-        return blocked ^ near
+        near = self._attention_logits(mask_logits, size).abs() < NEAR_THRESHOLD
+        return decide(self, mask_logits, size) ^ near.repeat_interleave(self.heads, 0)
 
     with monkeypatch.context() as patch:
         patch.setattr(FrameDecoder, "_attention_mask", flipped)

@@ -11,7 +11,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, TaskCancelledError
 
 from workflows.corpus_job import CorpusJobConfig
-from workflows.staged_pool import DECODE, MASKS, QUEUED, StagedPool, _Call, _Video
+from workflows.staged_pool import DECODE, FINISH, MASKS, QUEUED, StagedPool, _Call, _Video
 
 
 def bare_pool() -> StagedPool:
@@ -70,7 +70,7 @@ def test_a_finish_call_lost_with_its_actor_starts_its_video_again_once(
     pool = bare_pool()
     video = on_actor(pool, DECODE, waiting=1)
     detect = _Call("detect", ((video, video.key),), actor=0)
-    video.phase = "finish"
+    video.phase = FINISH
     finish = _Call("finish", ((video, video.key),), actor=0)
     pool._actor_calls[0] = 2
     fail_get(monkeypatch, ActorUnavailableError("gone", None))

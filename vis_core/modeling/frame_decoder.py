@@ -281,11 +281,17 @@ class FrameDecoder(nn.Module):
         Rows are frame-major then head, the order nn.MultiheadAttention expects. No gradient
         flows through the mask, as in the official code.
         """
+        blocked = self._attention_logits(mask_logits, size).sigmoid() < 0.5  # [N, Q, h*w]
+        return blocked.unsqueeze(1).expand(-1, self.heads, -1, -1).flatten(0, 1)
+
+    @staticmethod
+    def _attention_logits(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
+        """mask_logits `[N, Q, H, W]` resized to the attended level's `size` (h, w) and
+        flattened, `[N, Q, h*w]`: what the attention mask thresholds at 0."""
         resized = F.interpolate(
             mask_logits.detach(), size=size, mode="bilinear", align_corners=False
         )
-        blocked = resized.flatten(2).sigmoid() < 0.5  # [N, Q, h*w]
-        return blocked.unsqueeze(1).expand(-1, self.heads, -1, -1).flatten(0, 1)
+        return resized.flatten(2)
 
     def _check_inputs(self, multi_scale_features: Sequence[Tensor], mask_features: Tensor) -> None:
         if len(multi_scale_features) != FEATURE_LEVELS:
