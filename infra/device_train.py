@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--num-frames", type=int, help="frames per clip (default: the method's, else 5)"
     )
+    parser.add_argument(
+        "--sampling-range", type=int, help="frames a clip is drawn from (the recipe's)"
+    )
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--backbone-multiplier", type=float, default=0.1)
     parser.add_argument("--warmup", type=int, default=100, help="warm-up steps (100)")
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = recipe(config.name) | {
         "batch_size": args.batch_size,
         "num_frames": args.num_frames or method.clip_frames or 5,
+        **({"sampling_range": args.sampling_range} if args.sampling_range else {}),
         "lr": args.lr,
         "backbone_multiplier": args.backbone_multiplier,
         "loader_workers": args.loader_workers,
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_s": round(time.perf_counter() - started, 1),
         "batch_size": job.batch_size,
         "num_frames": job.num_frames,
+        "sampling_range": job.sampling_range,
         "lr": args.lr,
         "method": args.method,
         "freeze_detector": args.freeze_detector,

@@ -58,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, help="total steps (default: the recipe's)")
     parser.add_argument("--batch-size", type=int, help="clips per worker and step")
     parser.add_argument("--frames", type=int, metavar="T", help="frames per clip")
+    parser.add_argument(
+        "--sampling-range",
+        type=int,
+        metavar="R",
+        help="a clip's frames lie within R frames of a random reference frame (default: the "
+        "recipe's; longer clips from a wider range show VITA longer occlusions)",
+    )
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument(
         "--lr-milestones",
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "num_frames": args.frames or METHODS[args.method].clip_frames,
+        "sampling_range": args.sampling_range,
         "lr": args.lr,
         "lr_milestones": tuple(args.lr_milestones) if args.lr_milestones else None,
         "backbone_multiplier": args.backbone_multiplier,

@@ -63,11 +63,12 @@ def test_a_head_sitting_trains_the_head_alone(tmp_path) -> None:
     device_train.main(
         ["--init-model", str(tmp_path / "start.vis.pt"), "--train", train.annotations_uri,
          "--val", val.annotations_uri, "--out", str(out), "--seconds", "3", "--method", "hitf",
-         "--freeze-detector", "--batch-size", "1", "--num-frames", "3", "--loader-workers", "0",
-         "--warmup", "1", "--log-every", "1", "--threads", "1"]
+         "--freeze-detector", "--batch-size", "1", "--num-frames", "3", "--sampling-range", "5",
+         "--loader-workers", "0", "--warmup", "1", "--log-every", "1", "--threads", "1"]
     )  # fmt: skip
     summary = json.loads((out / "sitting.json").read_text())
     assert summary["method"] == "hitf" and summary["num_frames"] == 3
+    assert summary["sampling_range"] == 5
     assert "loss_hitf_mask_id" in summary["curve"][0]
     assert set(k for k in summary if k.startswith("val_")) == {"val_hitf_ap", "val_hitf_ap50"}
     trained = load_model(str(out / "model.vis.pt"))

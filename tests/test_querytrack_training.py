@@ -120,6 +120,10 @@ def test_train_cli_method_option(data, monkeypatch) -> None:
     args = _parse(["--train", train_uri])
     assert args.func(args) == 0 and captured[-1].method == "vita"
     assert captured[-1].num_frames == 3  # the small recipe's
+    assert captured[-1].sampling_range == 10
+    args = _parse(["--train", train_uri, "--frames", "12", "--sampling-range", "40"])
+    assert args.func(args) == 0
+    assert (captured[-1].num_frames, captured[-1].sampling_range) == (12, 40)
     with pytest.raises(SystemExit):
         _parse(["--train", train_uri, "--method", "per-frame"])  # nothing to train
     with pytest.raises(TrainConfigError, match="method must be one of"):
