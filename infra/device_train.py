@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init-model", required=True, help="model file the sitting starts from")
     parser.add_argument("--train", required=True, help="YouTube-VIS annotations of the split")
     parser.add_argument("--coco", help="COCO-format still images drawn as pseudo-videos")
+    parser.add_argument("--long", help="a second split of long videos (see `vis train --long`)")
+    parser.add_argument("--long-weight", type=float, default=1.0, help="its clips' weight (1)")
+    parser.add_argument(
+        "--long-sampling-range", type=int, default=60, help="frames its clips are drawn from (60)"
+    )
     parser.add_argument("--val", help="validation split: VITA's AP after training")
     parser.add_argument("--out", required=True, help="folder of model.vis.pt and sitting.json")
     parser.add_argument("--seconds", type=float, required=True, help="training wall-clock budget")
@@ -92,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     job = TrainJobConfig(
         train_uri=args.train,
         coco_uri=args.coco,
+        long_uri=args.long,
+        long_weight=args.long_weight,
+        long_sampling_range=args.long_sampling_range,
         preset=config.name,
         seed=args.seed,
         method=args.method,
@@ -159,6 +167,11 @@ def main(argv: list[str] | None = None) -> None:
             save(step)
             last_save = time.perf_counter()
     save(step)
+    long_split = {
+        "long_split": args.long,
+        "long_weight": args.long_weight,
+        "long_sampling_range": args.long_sampling_range,
+    }
     summary = {
         "steps": step,
         "clips": step * job.batch_size,
@@ -166,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "batch_size": job.batch_size,
         "num_frames": job.num_frames,
         "sampling_range": job.sampling_range,
+        **(long_split if args.long else {}),
         "lr": args.lr,
         "method": args.method,
         "freeze_detector": args.freeze_detector,

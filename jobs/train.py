@@ -51,6 +51,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="W",
         help="COCO clips drawn W times as often as video clips (default: the recipe's)",
     )
+    parser.add_argument(
+        "--long",
+        help="a second split of long videos (e.g. `vis synth --split val-long` with an unseen "
+        "seed): VITA learns associations across long occlusions from it",
+    )
+    parser.add_argument(
+        "--long-weight",
+        type=float,
+        metavar="W",
+        help="--long clips drawn W times as often as --train clips (default 1)",
+    )
+    parser.add_argument(
+        "--long-sampling-range",
+        type=int,
+        metavar="R",
+        help="a --long clip's frames lie within R frames of its reference frame (default 60)",
+    )
     parser.add_argument("--storage", help="Ray Train storage (default <data dir>/ray_results)")
     parser.add_argument("--name", help="training name: same storage and name resume")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (1)")
@@ -124,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         "lr_milestones": tuple(args.lr_milestones) if args.lr_milestones else None,
         "backbone_multiplier": args.backbone_multiplier,
         "coco_weight": args.coco_weight,
+        "long_weight": args.long_weight,
+        "long_sampling_range": args.long_sampling_range,
     }
     config = TrainJobConfig(
         **{**recipe(args.preset), **{k: v for k, v in overrides.items() if v is not None}},
@@ -131,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         val_uri=args.val,
         coco_uri=args.coco,
+        long_uri=args.long,
         storage_uri=args.storage,
         name=args.name,
         workers=args.workers,

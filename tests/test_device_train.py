@@ -22,6 +22,8 @@ TINY = {"width": 64, "height": 48, "frames": (4, 6)}
 def test_a_sitting_trains_for_its_budget_and_reports(tmp_path) -> None:
     train = generate_split(str(tmp_path / "train"), preset("train").replace(**TINY), 2, seed=0)
     val = generate_split(str(tmp_path / "val"), preset("val").replace(**TINY), 2, seed=1)
+    long_preset = preset("val-long").replace(width=64, height=48, frames=(12, 12))
+    long = generate_split(str(tmp_path / "long"), long_preset, 1, seed=2)
     config = get_preset("vita_small_synth")
     config = dataclasses.replace(config, input=dataclasses.replace(config.input, min_size_test=48))
     torch.manual_seed(0)
@@ -30,11 +32,13 @@ def test_a_sitting_trains_for_its_budget_and_reports(tmp_path) -> None:
     out = tmp_path / "out"
     device_train.main(
         ["--init-model", str(tmp_path / "start.vis.pt"), "--train", train.annotations_uri,
+         "--long", long.annotations_uri, "--long-sampling-range", "8",
          "--val", val.annotations_uri, "--out", str(out), "--seconds", "4",
          "--batch-size", "1", "--num-frames", "2", "--loader-workers", "0", "--warmup", "1",
          "--log-every", "1"]
     )  # fmt: skip
     summary = json.loads((out / "sitting.json").read_text())
+    assert (summary["long_split"], summary["long_sampling_range"]) == (long.annotations_uri, 8)
     assert summary["steps"] >= 1 and summary["clips"] == summary["steps"]
     assert len(summary["curve"]) == summary["steps"]
     assert summary["curve"][0]["lr"] in (5e-4, 5e-5)  # warmed up in 1 step (decayed if slow)

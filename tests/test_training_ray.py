@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -143,9 +145,11 @@ def test_cli_maps_options_and_reports_bad_configs(splits, tmp_path, monkeypatch,
     argv += ["--workers", "2", "--steps", "7", "--frames", "3", "--lr", "0.001"]
     argv += ["--backbone-multiplier", "0.1", "--lr-milestones", "4", "6"]
     argv += ["--freeze-detector", "--register", "m", "--checkpoint-every", "3", "--gpu"]
+    argv += ["--long", splits.val, "--long-weight", "2", "--long-sampling-range", "30"]
     args = _parse(argv)
     assert args.func(args) == 0
     (config,) = captured
+    assert (config.long_uri, config.long_weight, config.long_sampling_range) == (splits.val, 2, 30)
     assert (config.workers, config.steps, config.num_frames, config.lr) == (2, 7, 3, 0.001)
     assert config.coco_weight == 0.5 and config.freeze_detector and config.use_gpu
     assert config.backbone_multiplier == 0.1
@@ -170,6 +174,39 @@ def test_cli_maps_options_and_reports_bad_configs(splits, tmp_path, monkeypatch,
     args = _parse(["--train", splits.train, "--steps", "0"])
     assert args.func(args) == 2
     assert "steps must be >= 1" in capsys.readouterr().err
+    args = _parse(["--train", splits.train, "--long", str(tmp_path / "long.json")])
+    assert args.func(args) == 2
+    assert "annotation file not found" in capsys.readouterr().err
+
+
+def test_a_long_split_adds_clips_spread_over_its_own_sampling_range(splits, tmp_path):
+    """`long_uri`: a third source, drawn by its weight, whose clips span up to
+    `long_sampling_range` frames of a long video (the short split's videos have 4 to 6)."""
+    long_preset = preset("val-long").replace(width=64, height=48, frames=(40, 50))
+    long = generate_split(str(tmp_path / "long"), long_preset, num_videos=2, seed=2)
+    job = TrainJobConfig(
+        train_uri=splits.train,
+        coco_uri=splits.coco,
+        long_uri=long.annotations_uri,
+        long_weight=2.0,
+        long_sampling_range=30,
+        num_frames=4,
+        augment=TINY_AUGMENT,
+    )
+    model_config = get_preset(job.preset)
+    stream = build_clip_stream(job, model_config)
+    short_source, long_source, _ = stream.sources
+    assert (short_source.sampling_range, long_source.sampling_range) == (20, 30)
+    weights = np.array([1.0, 2.0, job.coco_weight])
+    np.testing.assert_allclose(stream.probabilities, weights / weights.sum())
+    rng = np.random.default_rng(0)
+    spans = [np.ptp(long_source.sample(4, rng).frame_indices) for _ in range(20)]
+    assert max(spans) <= 30 and max(spans) > 6
+
+    clips = itertools.islice(iter(stream), 30)
+    assert any(clip.frame_indices.max() > 5 for clip in clips)  # a long video's clip
+    stream = build_clip_stream(dataclasses.replace(job, long_weight=0.0), model_config)
+    assert len(stream.sources) == 2
 
 
 def test_tracking_runs_params_and_model_uris(tmp_path):

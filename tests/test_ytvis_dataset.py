@@ -99,6 +99,9 @@ def test_track_masks_from_every_segmentation_form(dataset_dir):
     assert not dense[1].any()
     # A rasterised polygon covers the same rectangle up to its edge convention.
     assert (dense[2] & mask).sum() == dense[2].sum() and dense[2].sum() >= 0.8 * mask.sum()
+    # Some frames, in any order and repeated: only those are decoded.
+    frames = np.array([3, 1, 3, 0, 2])
+    np.testing.assert_array_equal(dataset.tracks(1)[0].masks(frames), dense[frames])
 
 
 def test_frames_from_mp4_and_jpeg_folders(dataset_dir):

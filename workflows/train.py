@@ -54,7 +54,7 @@ def resolve_config(config: TrainJobConfig) -> TrainJobConfig:
     absolute local paths (Ray Train workers run in their own working directory)."""
     _check(config)
     get_preset(config.preset)  # unknown presets fail here, not on the workers
-    for uri in (config.train_uri, config.val_uri, config.coco_uri):
+    for uri in (config.train_uri, config.long_uri, config.val_uri, config.coco_uri):
         if uri is not None and _is_local(uri) and not os.path.exists(_local_path(uri)):
             raise TrainConfigError(f"annotation file not found: {uri}")
     init_model = config.init_model
@@ -71,6 +71,7 @@ def resolve_config(config: TrainJobConfig) -> TrainJobConfig:
         train_uri=_absolute(config.train_uri),
         val_uri=None if config.val_uri is None else _absolute(config.val_uri),
         coco_uri=None if config.coco_uri is None else _absolute(config.coco_uri),
+        long_uri=None if config.long_uri is None else _absolute(config.long_uri),
         init_model=init_model,
         **_resolved_tracking(config),
     )
@@ -149,14 +150,15 @@ def _check(config: TrainJobConfig) -> None:
         "batch_size": config.batch_size,
         "num_frames": config.num_frames,
         "sampling_range": config.sampling_range,
+        "long_sampling_range": config.long_sampling_range,
         "checkpoint_every": config.checkpoint_every,
         "log_every": config.log_every,
     }
     for name, value in positive.items():
         if value < 1:
             raise TrainConfigError(f"{name} must be >= 1, got {value}")
-    if config.lr <= 0 or config.coco_weight < 0 or config.max_failures < 0:
-        raise TrainConfigError("lr must be > 0, coco_weight and max_failures >= 0")
+    if config.lr <= 0 or min(config.coco_weight, config.long_weight, config.max_failures) < 0:
+        raise TrainConfigError("lr must be > 0, coco_weight, long_weight and max_failures >= 0")
     if config.method not in TRAINABLE_METHODS:
         raise TrainConfigError(f"method must be one of {TRAINABLE_METHODS}, got {config.method!r}")
     if config.loader_workers < 0:

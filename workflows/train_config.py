@@ -40,6 +40,9 @@ class TrainJobConfig:
 
     coco_weight: how often a COCO pseudo-video is drawn relative to a video clip (weight
         1); the official 1 : 0.75 COCO : YouTube-VIS ratio by default.
+    long_uri: a second video split of long videos (OVIS-like: crowds, long occlusions),
+        drawn `long_weight` times as often as a `train_uri` clip, its clips spread over
+        `long_sampling_range` frames so that VITA sees objects across long occlusions.
     storage_uri: Ray Train's storage; None for `<data_dir>/ray_results`. With `name` it
         identifies the training: a run with both unchanged resumes it.
     batch_size: clips per worker and step; num_frames: T, frames per clip;
@@ -65,6 +68,9 @@ class TrainJobConfig:
     val_uri: str | None = None
     coco_uri: str | None = None
     coco_weight: float = 1 / 0.75
+    long_uri: str | None = None
+    long_weight: float = 1.0
+    long_sampling_range: int = 60
     storage_uri: str | None = None
     name: str | None = None
     workers: int = 1

@@ -70,17 +70,23 @@ def label_map(categories: Sequence[Category], model_config: ModelConfig) -> dict
 def build_clip_stream(
     job: TrainJobConfig, model_config: ModelConfig, rank: int = 0, start_step: int = 0
 ) -> ClipStream:
-    """The worker's clip stream: video clips and, with `coco_uri`, COCO pseudo-videos.
+    """The worker's clip stream: video clips and, with `long_uri` and `coco_uri`, long
+    videos' clips and COCO pseudo-videos.
 
     The seed mixes the job seed and the step the run starts at, so a resumed run draws
     new clips instead of repeating the first run's.
     """
 
-    videos = YtvisDataset.load(job.train_uri)
-    sources: list[ClipSource] = [
-        VideoClipSource(videos, label_map(videos.categories, model_config), job.sampling_range)
-    ]
-    weights = [1.0]
+    sources: list[ClipSource] = []
+    weights: list[float] = []
+    video_splits = [(job.train_uri, 1.0, job.sampling_range)]
+    if job.long_uri is not None and job.long_weight > 0:
+        video_splits.append((job.long_uri, job.long_weight, job.long_sampling_range))
+    for uri, weight, sampling_range in video_splits:
+        videos = YtvisDataset.load(uri)
+        labels = label_map(videos.categories, model_config)
+        sources.append(VideoClipSource(videos, labels, sampling_range))
+        weights.append(weight)
     if job.coco_uri is not None and job.coco_weight > 0:
         images = CocoDataset.load(job.coco_uri)
         sources.append(PseudoVideoSource(images, label_map(images.categories, model_config)))

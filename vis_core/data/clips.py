@@ -67,7 +67,7 @@ def load_clip(
     for track in dataset.tracks(video.id):
         if track.iscrowd or track.category_id not in label_of_category:
             continue
-        track_masks = track.masks()[indices]  # [T, H, W]
+        track_masks = track.masks(indices)  # [T, H, W]
         if not track_masks.any():
             continue
         masks.append(track_masks)

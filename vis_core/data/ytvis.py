@@ -79,13 +79,20 @@ class Track:
             for seg in self.segmentations
         ]
 
-    def masks(self) -> np.ndarray:
-        """Dense masks `[T, H, W]` bool; frames without a segmentation are empty."""
-        out = np.zeros((self.length, self.height, self.width), dtype=bool)
-        rles = self.rles()
-        present = [t for t, rle in enumerate(rles) if rle is not None]
+    def masks(self, frames: Sequence[int] | None = None) -> np.ndarray:
+        """Dense masks `[F, H, W]` bool at `frames` (all T when None); frames without a
+        segmentation are empty. Only the asked frames are decoded: a training clip of a
+        300-frame video needs 5."""
+        wanted = range(self.length) if frames is None else frames
+        out = np.zeros((len(wanted), self.height, self.width), dtype=bool)
+        present = [i for i, t in enumerate(wanted) if self.segmentations[t] is not None]
         if present:
-            out[present] = masks.decode([rles[t] for t in present])
+            out[present] = masks.decode(
+                [
+                    masks.to_compressed(self.segmentations[wanted[i]], self.height, self.width)
+                    for i in present
+                ]
+            )
         return out
 
 
