@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "jobs.demo",
     "jobs.pretrain",
     "jobs.train",
+    "jobs.register_model",
     "jobs.segment",
     "jobs.process",
     "jobs.compact",

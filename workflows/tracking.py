@@ -155,6 +155,16 @@ class TrainingRun:
         )
         return cls(config, run.info.run_id, resumed=False)
 
+    @classmethod
+    def start(
+        cls, config: TrackingConfig, run_name: str, tags: Mapping[str, str] | None = None
+    ) -> TrainingRun:
+        """A new run in the config's experiment (not found again by name)."""
+        config = config.resolved()
+        client = client_for(config)
+        run = client.create_run(_experiment_id(client, config), run_name=run_name, tags=tags)
+        return cls(config, run.info.run_id)
+
     @property
     def artifact_uri(self) -> str:
         return self.client.get_run(self.run_id).info.artifact_uri
@@ -247,6 +257,29 @@ class TrainingRun:
 
     def finish(self, failed: bool = False) -> None:
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+
+
+def register_model_file(
+    config: TrackingConfig,
+    model_file: str | os.PathLike,
+    name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    alias: str = DEFAULT_ALIAS,
+) -> RegisteredVersion:
+    """Record a model file trained elsewhere (the shipped one, a device sitting's) as a run
+    of its own, with `params` and `metrics`, and register it as a new version of `name`."""
+    run = TrainingRun.start(config, run_name=f"register {name}", tags={"vis.registered": name})
+    try:
+        run.log_params(params)
+        run.log_metrics(metrics, step=0)
+        run.log_model_file(model_file)
+        version = run.register_model(name, alias=alias)
+    except BaseException:
+        run.finish(failed=True)
+        raise
+    run.finish()
+    return version
 
 
 def find_run_id(config: TrackingConfig, training_name: str) -> str | None:

@@ -61,6 +61,13 @@ def load_model(uri: str | None = None, device: str | torch.device = "cpu") -> Vi
     return model_from_bytes(read_model_bytes(uri), uri or "the shipped model", device)
 
 
+def read_model_metadata(uri: str | None = None) -> dict[str, Any]:
+    """The metadata saved with the model file at `uri` (default: the shipped model)."""
+    payload = load_weights_only(read_model_bytes(uri), uri or "the shipped model", ModelFileError)
+    metadata = payload.get("metadata") if isinstance(payload, dict) else None
+    return dict(metadata) if isinstance(metadata, dict) else {}
+
+
 def read_model_bytes(uri: str | None = None) -> bytes:
     """The bytes of the model file at `uri` (default: the shipped model)."""
     if uri is None:
