@@ -56,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"vis register-model: error: {error}", file=sys.stderr)
         return 2
     model_file = args.model or str(DEFAULT_MODEL_FILE)
-    params = {"model_file": Path(model_file).name, "config": config_to_dict(model.config)}
-    params["metadata"] = metadata
+    params = {
+        "model_file": Path(model_file).name,
+        "config": config_to_dict(model.config),
+        "metadata": metadata,
+    }
     tracking = TrackingConfig(tracking_uri=args.tracking_uri, experiment=args.experiment)
     try:
         version = register_model_file(
