@@ -143,17 +143,11 @@ class TrainingRun:
         a new one named after the training."""
         config = config.resolved()
         client = client_for(config)
-        experiment_id = _experiment_id(client, config)
         existing = find_run_id(config, training_name)
         if existing is not None:
             client.update_run(existing, status="RUNNING")
             return cls(config, existing, resumed=True)
-        run = client.create_run(
-            experiment_id,
-            run_name=training_name,
-            tags={TRAINING_NAME_TAG: training_name, **(tags or {})},
-        )
-        return cls(config, run.info.run_id, resumed=False)
+        return cls.start(config, training_name, {TRAINING_NAME_TAG: training_name, **(tags or {})})
 
     @classmethod
     def start(

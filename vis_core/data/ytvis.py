@@ -72,13 +72,6 @@ class Track:
     def length(self) -> int:
         return len(self.segmentations)
 
-    def rles(self) -> list[masks.RLE | None]:
-        """Compressed RLE (or None where the object is absent) for each frame `[T]`."""
-        return [
-            None if seg is None else masks.to_compressed(seg, self.height, self.width)
-            for seg in self.segmentations
-        ]
-
     def masks(self, frames: Sequence[int] | None = None) -> np.ndarray:
         """Dense masks `[F, H, W]` bool at `frames` (all T when None); frames without a
         segmentation are empty. Only the asked frames are decoded: a training clip of a
